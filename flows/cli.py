@@ -1,0 +1,201 @@
+"""The `metadepth` command line (typer).
+
+Every user-facing failure ends as one line on stderr and a non-zero exit: `MetadepthError` carries messages that
+name the thing and the fix. Heavy imports (torch, Prefect, MLflow, DVC) happen inside the commands so `--help`
+and argument errors are instant.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tasks.io import MetadepthError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Meta-initialized zero-shot cross-dataset indoor depth: pipeline, stages and tools.")
+
+QUIET_ENV = {
+    "DO_NOT_TRACK": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_SERVER_API_HOST": "127.0.0.1",
+}
+
+
+def configure_env(root: Path) -> None:
+    """Offline, quiet, project-local defaults; anything the user already exported wins."""
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    state = root / ".metadepth"
+    (state / "prefect").mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(state / "prefect"))
+    # The task cache lives with the project, whichever Prefect server records the runs.
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(state / "prefect-results"))
+    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(state / "prefect-results"))
+
+
+def project_root() -> Path:
+    root = Path(os.environ.get("DVC_ROOT", ".")).resolve()
+    if not (root / "params.yaml").is_file():
+        raise MetadepthError(f"{root}: no params.yaml here; run metadepth from the project root")
+    return root
+
+
+def fail(err: Exception) -> None:
+    typer.secho(f"error: {err}", fg="red", err=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def user_errors():
+    try:
+        yield
+    except MetadepthError as err:
+        fail(err)
+    except KeyboardInterrupt:
+        typer.secho("interrupted; re-run the same command to resume", fg="yellow", err=True)
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def stage(
+    args: Annotated[list[str], typer.Argument(help="stage kind and its arguments, e.g. `evaluate ft_meta loft`")],
+) -> None:
+    """Run one pipeline stage as a Prefect flow (the command each dvc.yaml stage runs)."""
+    with user_errors():
+        root = project_root()
+        configure_env(root)
+        from flows.pipeline import STAGE_FLOWS
+
+        if args[0] not in STAGE_FLOWS:
+            raise MetadepthError(f"unknown stage {args[0]!r}; stages are {', '.join(STAGE_FLOWS)}")
+        out = STAGE_FLOWS[args[0]](list(args), str(root))
+        typer.echo(f"{out['stage']}: done")
+
+
+@app.command()
+def run(
+    set_: Annotated[list[str] | None, typer.Option("--set-param", "-S", help="override KEY=VALUE (written to "
+                                                   "params.yaml, like `dvc exp run -S`)")] = None,
+    commit: Annotated[bool, typer.Option(help="commit outputs to DVC afterwards so `dvc status` is clean")] = True,
+    max_parallel: Annotated[int, typer.Option(min=1, help="stages run at once (fan-outs)")] = 2,
+) -> None:
+    """Run the whole DAG of dvc.yaml as one Prefect flow run (cached per stage)."""
+    with user_errors():
+        root = project_root()
+        configure_env(root)
+        from flows.pipeline import run_pipeline
+
+        out = run_pipeline(root, list(set_ or []), max_parallel)
+        typer.echo(f"stages run: {len(out['ran'])}, cache hits: {len(out['cached'])}; MLflow run {out['mlflow_run']}")
+        typer.echo(f"ran: {' '.join(out['ran']) or '-'}")
+        print_report(root)
+
+
+def print_report(root: Path) -> None:
+    summary = root / "reports" / "summary.md"
+    if summary.is_file():
+        table = [line for line in summary.read_text().splitlines() if line.startswith("|")]
+        typer.echo(f"report: {summary.relative_to(root)}\n" + "\n".join(table))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def prefect_server(root: Path, timeout: float = 180.0):
+    """Use the user's server if PREFECT_API_URL is set; otherwise one local server for all stages of a repro.
+
+    Without it every `metadepth stage` process would start its own ephemeral server (10-25 s each here).
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    log = open(root / ".metadepth" / "prefect-server.log", "w")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port), "--no-ui"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise MetadepthError(f"the Prefect server did not start; see {log.name}")
+            time.sleep(0.5)
+        os.environ["PREFECT_API_URL"] = url
+        yield url
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def repro(ctx: typer.Context) -> None:
+    """`dvc repro` with one Prefect server and one MLflow parent run for all its stages; extra args go to dvc."""
+    with user_errors():
+        root = project_root()
+        configure_env(root)
+        (root / ".metadepth").mkdir(exist_ok=True)
+        from tasks import tracking
+        from tasks.params import load_params, params_hash
+
+        params = load_params(root / "params.yaml").model_dump(mode="json")
+        start = time.time()
+        with prefect_server(root):
+            parent = tracking.Run(root, "pipeline (dvc repro)", params=params,
+                                  tags={"kind": "pipeline", "runner": "dvc", "params_hash": params_hash(params)})
+            env = {**os.environ, tracking.PARENT_ENV: parent.id}
+            proc = subprocess.run([sys.executable, "-m", "dvc", "repro", *ctx.args], cwd=root, env=env)
+            tracking.log_report(parent, root)
+            parent.end("FINISHED" if proc.returncode == 0 else "FAILED")
+        if proc.returncode != 0:
+            raise MetadepthError(f"dvc repro failed (exit {proc.returncode}); see the stage error above")
+        typer.echo(f"pipeline finished in {time.time() - start:.0f} s; MLflow run {parent.id}")
+        print_report(root)
+
+
+@app.command()
+def compare(
+    n: Annotated[int, typer.Option("-n", min=2, help="number of latest pipeline runs")] = 5,
+) -> None:
+    """Print the latest pipeline runs side by side: parameters that differ and headline metrics."""
+    with user_errors():
+        root = project_root()
+        configure_env(root)
+        from flows.compare import compare_table
+
+        typer.echo(compare_table(root, n))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

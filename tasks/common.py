@@ -1,0 +1,143 @@
+"""What the training and evaluation stages share: device and seeding policy, checkpoints, the training loss.
+
+Checkpoints follow the contract in ../shared/DESIGN.md: the state dict (BatchNorm buffers included), the model's
+parameters so it can be rebuilt without params.yaml, the training step and a content hash of the training data.
+They contain only tensors and plain values so they load with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from models.losses import depth_loss
+from models.network import DepthNet
+from tasks.io import MetadepthError, atomic_write
+from tasks.params import LossParams, Params
+
+CHECKPOINT_FORMAT = "metadepth-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class Tracker(Protocol):
+    """Where stages report progress; MLflow in the flows, a no-op in plain library use."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+
+class NullTracker:
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+
+def select_device(params: Params) -> torch.device:
+    wanted = params.runtime.device
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise MetadepthError("runtime.device: cuda requested but no GPU is visible; set runtime.device to auto or cpu")
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    if params.runtime.num_threads:
+        torch.set_num_threads(params.runtime.num_threads)
+    return torch.device(wanted)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def paths(root: Path) -> dict[str, Path]:
+    data = root / "data"
+    return {"prepared": data / "prepared", "checkpoints": data / "checkpoints", "metrics": data / "metrics",
+            "curves": data / "curves", "reports": root / "reports"}
+
+
+def build_model(model_params: dict[str, Any]) -> DepthNet:
+    p = dict(model_params)
+    return DepthNet(encoder=p["encoder"], pretrained_path=p.get("pretrained_path"),
+                    decoder_channels=tuple(p["decoder_channels"]), scales=tuple(p["scales"]),
+                    min_depth=p["min_depth"], max_depth=p["max_depth"])
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, model_params: dict[str, Any], *, step: int,
+                    data_hash: str, info: dict[str, Any] | None = None) -> None:
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_params": model_params,
+        "step": step,
+        "data_hash": data_hash,
+        "info": info or {},
+    }
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise MetadepthError(f"{path}: checkpoint not found; run the stage that produces it (see dvc.yaml)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises pickle, zip and runtime errors for the same user problem
+        raise MetadepthError(f"{path}: not a loadable checkpoint ({type(err).__name__}); it is corrupt or "
+                             "not from metadepth, re-run the stage that produces it") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise MetadepthError(f"{path}: not a metadepth checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
+    return payload
+
+
+def model_from_checkpoint(path: Path) -> tuple[DepthNet, dict[str, Any]]:
+    payload = load_checkpoint(path)
+    model = build_model(payload["model_params"])
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as err:
+        raise MetadepthError(f"{path}: weights do not fit the stored model parameters ({str(err)[:200]})") from None
+    return model, payload
+
+
+def loss_fn_for(loss: LossParams) -> Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor]:
+    """The paper's training loss as `loss_fn(model, batch)`, the signature models.reptile.Reptile expects."""
+
+    def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor], **forward_kwargs: Any) -> torch.Tensor:
+        preds = model(batch["rgb"], **forward_kwargs)
+        return depth_loss(preds, batch["depth"], smooth_weight=loss.smooth_weight, scale_decay=loss.scale_decay,
+                          image=batch["rgb"])
+
+    return loss_fn
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def check_finite(value: float, stage: str, step: int, last_good: Path | None) -> None:
+    if not math.isfinite(value):
+        where = f"; the last good state is {last_good}" if last_good and last_good.exists() else ""
+        raise MetadepthError(f"{stage}: loss became {value} at step {step}{where}; lower the learning rate or "
+                             "set clip_grad_norm")
+
+
+class CurveWriter:
+    """Per-step losses as CSV (a DVC plot and the report's loss curve), written atomically at the end."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        self.path, self.columns, self.rows = path, columns, []
+
+    def add(self, row: dict[str, float]) -> None:
+        self.rows.append([row.get(c, "") for c in self.columns])
+
+    def close(self) -> None:
+        with atomic_write(self.path) as tmp, open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(self.columns)
+            w.writerows(self.rows)

@@ -1,0 +1,69 @@
+"""The evaluate stage: one checkpoint on one dataset's test split, the eight standard depth metrics.
+
+Aggregation is the standard one (monodepth2, and the paper): metrics are computed per image over its valid pixels,
+then averaged over images. The protocol (caps, crop, alignment) is written next to the numbers so a metrics file
+is never read without knowing how it was made.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.metrics import depth_metrics
+from tasks.common import model_from_checkpoint, paths, select_device
+from tasks.io import MetadepthError, atomic_write
+from tasks.params import Params
+from tasks.preprocess.shards import ShardDataset, shard_path
+
+METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "a1", "a2", "a3")
+
+
+@torch.no_grad()
+def predict_full_res(model: torch.nn.Module, rgb: torch.Tensor) -> torch.Tensor:
+    """Scale-0 prediction; the network's scale 0 is at input resolution."""
+    return model(rgb)[0]
+
+
+def run_evaluate(params: Params, root: Path, model_name: str, dataset: str) -> dict[str, Any]:
+    ev = params.evaluate
+    p = paths(root)
+    device = select_device(params)
+    model, payload = model_from_checkpoint(p["checkpoints"] / f"{model_name}.pt")
+    model.to(device).eval()
+    data = ShardDataset(shard_path(p["prepared"] / dataset, "test"))
+    loader = torch.utils.data.DataLoader(data, batch_size=ev.batch_size, num_workers=params.runtime.num_workers)
+    protocol = {"min_depth": ev.min_depth, "max_depth": ev.max_depth, "crop": ev.crop, "align": ev.align,
+                "aggregation": "mean over images of per-image metrics on valid pixels",
+                "split": "test"}
+    per_image: list[dict[str, float]] = []
+    for batch in loader:
+        pred = predict_full_res(model, batch["rgb"].to(device)).float().cpu().numpy()[:, 0]
+        gt = batch["depth"].numpy()[:, 0]
+        for i in range(gt.shape[0]):
+            m = depth_metrics(pred[i], gt[i], min_depth=ev.min_depth, max_depth=ev.max_depth,
+                              crop=None if ev.crop == "none" else ev.crop,
+                              align=None if ev.align == "none" else ev.align)
+            if m.get("n_valid", 0) > 0:
+                per_image.append(m)
+    if not per_image:
+        raise MetadepthError(f"{dataset}: no test image has valid depth inside [{ev.min_depth}, {ev.max_depth}] m; "
+                             "check evaluate.min_depth/max_depth")
+    result = {
+        "model": model_name,
+        "dataset": dataset,
+        "metrics": {k: float(np.mean([m[k] for m in per_image])) for k in METRICS},
+        "n_images": len(per_image),
+        "n_valid_pixels": int(sum(m["n_valid"] for m in per_image)),
+        "protocol": protocol,
+        "checkpoint_step": payload["step"],
+        "per_image_rmse": [round(float(m["rmse"]), 6) for m in per_image],
+    }
+    out = p["metrics"] / f"{model_name}__{dataset}.json"
+    with atomic_write(out) as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    return result

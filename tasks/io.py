@@ -1,0 +1,89 @@
+"""File-system rules every stage follows: one error type for users, atomic writes, content hashes.
+
+A stage that dies half-way (kill, exception, disk full) must leave either the old output or nothing, never a half
+file that the next `dvc repro` or Prefect cache check would take for a finished result. So every output is written
+under a temporary name in the same directory and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class MetadepthError(Exception):
+    """A failure the user can fix; the CLI prints it as one line and exits non-zero."""
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+def _cleanup(tmp: Path) -> None:
+    if tmp.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_write(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (file or directory); rename it over `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise RuntimeError(f"atomic_write: nothing was written to {tmp}")
+        if path.is_dir() and not path.is_symlink():
+            # rename() cannot replace a non-empty directory: move the old one aside first, then drop it.
+            old = _tmp_name(path)
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except OSError as err:
+        _cleanup(tmp)
+        if err.errno == errno.ENOSPC:
+            raise MetadepthError(f"{path}: disk full while writing; free space on {path.parent} and re-run") from None
+        raise
+    except BaseException:
+        _cleanup(tmp)
+        raise
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def content_hash(path: Path | str) -> str:
+    """Hash of a file or a directory tree (relative names + contents); ignores byte-code caches like .dvcignore."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        raise MetadepthError(f"{path}: not found")
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        if "__pycache__" in f.parts or f.suffix == ".pyc" or f.name.startswith(".") and ".tmp-" in f.name:
+            continue
+        h.update(f.relative_to(path).as_posix().encode() + b"\0" + sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def require_file(path: Path, hint: str) -> Path:
+    if not path.exists():
+        raise MetadepthError(f"{path}: not found; {hint}")
+    return path

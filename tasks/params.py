@@ -1,0 +1,262 @@
+"""The one schema for params.yaml.
+
+Everything the pipeline reads from params.yaml goes through `load_params`, so a typo or a bad value fails once, at the
+boundary, with the dotted key in the message, instead of deep inside a training loop. Unknown keys are errors too:
+a misspelt knob that silently keeps its default is the most expensive kind of bug in a multi-hour run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+
+from tasks.io import MetadepthError, atomic_write
+
+DOMAIN_NAME = r"^[a-z0-9][a-z0-9_\-]*$"  # dataset names become paths under data/: no separators, no dots
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Strict):
+    domains: list[str] = Field(min_length=1)  # datasets prepared and evaluated (synthetic domains by default)
+    train_domain: str  # the one domain used for meta-initialisation and fine-tuning
+    height: int = Field(ge=16, le=2048)  # training / evaluation resolution
+    width: int = Field(ge=16, le=2048)
+    train_size: int = Field(ge=1)  # frames per split for generated (synthetic) datasets
+    val_size: int = Field(ge=1)
+    test_size: int = Field(ge=1)
+    min_depth: float = Field(gt=0)  # depth outside [min_depth, max_depth] is marked invalid (0) in shards
+    max_depth: float = Field(gt=0)
+    chunk_frames: int = Field(ge=1)  # frames per HDF5 chunk: 1 keeps random access to one chunk per sample
+    compression: Literal["none", "lzf", "gzip"]
+    render_batch: int = Field(ge=1)  # frames the synthetic generator renders at once (bounds memory)
+
+    @field_validator("domains")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        import re
+
+        for name in v:
+            if not re.match(DOMAIN_NAME, name):
+                raise ValueError(f"dataset name {name!r} must match {DOMAIN_NAME} (it becomes a folder under data/)")
+        if len(set(v)) != len(v):
+            raise ValueError("dataset names must be unique")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataParams:
+        if self.train_domain not in self.domains:
+            raise ValueError(f"train_domain {self.train_domain!r} is not one of domains {self.domains}")
+        if self.min_depth >= self.max_depth:
+            raise ValueError("min_depth must be smaller than max_depth")
+        return self
+
+
+class ModelParams(_Strict):
+    encoder: str  # any timm model name that supports features_only
+    pretrained_path: str | None = None  # local weights file for the encoder; never downloaded
+    decoder_channels: list[int] = Field(min_length=5, max_length=5)
+    scales: list[int] = Field(min_length=1)
+    min_depth: float = Field(gt=0)  # range of the network's output head
+    max_depth: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelParams:
+        if self.min_depth >= self.max_depth:
+            raise ValueError("min_depth must be smaller than max_depth")
+        if sorted(set(self.scales)) != self.scales or self.scales[0] != 0 or self.scales[-1] > 4:
+            raise ValueError("scales must be increasing, unique, start at 0 and stay <= 4")
+        return self
+
+
+class LossParams(_Strict):
+    smooth_weight: float = Field(ge=0)  # paper: 0.001
+    scale_decay: float = Field(gt=0)  # paper: smoothness weight divided by 2.3 per scale
+
+
+class AugmentParams(_Strict):
+    brightness: float = Field(ge=0, le=1)
+    contrast: float = Field(ge=0, le=1)
+    saturation: float = Field(ge=0, le=1)
+    hue: float = Field(ge=0, le=0.5)
+    flip_prob: float = Field(ge=0, le=1)
+
+
+class TaskAugmentParams(_Strict):
+    mixup: bool  # mix the task with a second task after the inner steps
+    mixup_alpha: float = Field(gt=0)  # lambda ~ Beta(alpha, alpha)
+    channel_shuffle: bool  # swap a fraction of bottleneck channels with the second task's
+    shuffle_fraction: float = Field(ge=0, le=1)
+
+
+class MetaParams(_Strict):
+    steps: int = Field(ge=1)  # outer (meta) steps
+    tasks_per_step: int = Field(ge=1)  # batched Reptile: mean of this many task deltas per outer step
+    batch_size: int = Field(ge=1)  # one task = one mini-batch of this size
+    inner_steps: int = Field(ge=1)  # paper: L = 4
+    inner_lr: float = Field(gt=0)  # paper: 1e-3
+    outer_lr: float = Field(gt=0)  # paper: 0.1
+    outer_optimizer: Literal["sgd", "adam"]
+    clip_grad_norm: float | None = Field(default=None, gt=0)
+    online_augment: bool  # fresh colour jitter + flip at every inner step
+    task_augment: TaskAugmentParams
+    log_every: int = Field(ge=1)
+
+
+class FinetuneParams(_Strict):
+    inits: dict[str, str] = Field(min_length=1)  # run name -> initial checkpoint (init = random, meta = Reptile)
+    steps: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)  # paper: Adam 5e-4
+    lr_min: float = Field(ge=0)  # paper: cosine annealing to 1e-6
+    weight_decay: float = Field(ge=0)
+    clip_grad_norm: float | None = Field(default=None, gt=0)
+    online_augment: bool
+    log_every: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FinetuneParams:
+        if self.lr_min > self.lr:
+            raise ValueError("lr_min must not exceed lr")
+        for name, source in self.inits.items():
+            if source not in ("init", "meta"):
+                raise ValueError(f"inits.{name}: source must be 'init' or 'meta', got {source!r}")
+        return self
+
+
+class EvaluateParams(_Strict):
+    models: list[str] = Field(min_length=1)  # checkpoint names under data/checkpoints evaluated on every domain
+    min_depth: float = Field(gt=0)  # evaluation caps (standard protocol: 1e-3 .. 10 m indoors)
+    max_depth: float = Field(gt=0)
+    crop: Literal["none", "eigen"]
+    align: Literal["none", "median", "scale_shift"]
+    batch_size: int = Field(ge=1)
+
+
+class ReportParams(_Strict):
+    baseline: str  # the model every other row's relative RMSE change is measured against
+    qualitative_samples: int = Field(ge=1, le=16)
+
+
+class RuntimeParams(_Strict):
+    device: Literal["auto", "cpu", "cuda"]
+    num_threads: int = Field(ge=0)  # torch intra-op threads; 0 = torch's default
+    num_workers: int = Field(ge=0)  # DataLoader worker processes
+    resume_every: int = Field(ge=1)  # training steps between resumable <name>.resume.pt snapshots
+
+
+class Params(_Strict):
+    seed: int = Field(ge=0)
+    data: DataParams
+    model: ModelParams
+    loss: LossParams
+    augment: AugmentParams
+    meta: MetaParams
+    finetune: FinetuneParams
+    evaluate: EvaluateParams
+    report: ReportParams
+    runtime: RuntimeParams
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Params:
+        known = {"init", "meta"} | {f"ft_{name}" for name in self.finetune.inits}
+        for model in self.evaluate.models:
+            if model not in known:
+                raise ValueError(f"evaluate.models: {model!r} is not produced by the pipeline (known: {sorted(known)})")
+        if self.report.baseline not in self.evaluate.models:
+            raise ValueError(f"report.baseline {self.report.baseline!r} is not in evaluate.models")
+        return self
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key (misspelt? see params.yaml for the valid keys)"
+    elif first["type"] == "missing":
+        msg = "missing key"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {key}: {msg}{more}"
+
+
+def validate(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise MetadepthError(_format_error(err, source)) from None
+
+
+def _yaml() -> YAML:
+    y = YAML()  # round-trip mode keeps the comments of params.yaml when -S overrides are written back
+    y.preserve_quotes = True
+    return y
+
+
+def read_raw(path: Path) -> Any:
+    if not path.is_file():
+        raise MetadepthError(f"{path}: params file not found; run from the project root or pass --params")
+    try:
+        return _yaml().load(path.read_text())
+    except Exception as err:  # ruamel raises many types; all mean the same to the user
+        raise MetadepthError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    path = Path(path)
+    return validate(json.loads(json.dumps(read_raw(path))), str(path))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`key.sub=value` with the value parsed as YAML, the same syntax as `dvc exp run -S`."""
+    if "=" not in text:
+        raise MetadepthError(f"override {text!r}: expected KEY=VALUE, e.g. finetune.steps=100")
+    key, value = text.split("=", 1)
+    if not key.strip():
+        raise MetadepthError(f"override {text!r}: empty key")
+    return key.strip().split("."), YAML(typ="safe").load(io.StringIO(value)) if value.strip() else None
+
+
+def apply_overrides(path: Path, overrides: list[str]) -> Params:
+    """Write `-S` overrides into params.yaml, as `dvc exp run -S` does, so DVC and Prefect see the same values."""
+    raw = read_raw(path)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for depth, k in enumerate(keys[:-1]):
+            if not isinstance(node, dict) or k not in node:
+                raise MetadepthError(f"override {text!r}: unknown key {'.'.join(keys[: depth + 1])}")
+            node = node[k]
+        if not isinstance(node, dict) or keys[-1] not in node:
+            raise MetadepthError(f"override {text!r}: unknown key {'.'.join(keys)}")
+        node[keys[-1]] = value
+    params = validate(json.loads(json.dumps(raw)), f"{path} with overrides")
+    buf = io.StringIO()
+    _yaml().dump(raw, buf)
+    with atomic_write(path) as tmp:
+        tmp.write_text(buf.getvalue())
+    return params
+
+
+def subset(params: Params, keys: list[str]) -> dict[str, Any]:
+    """The values of dotted keys, e.g. ['seed', 'data.height'], as DVC's `params:` lists name them."""
+    full = params.model_dump(mode="json")
+    out: dict[str, Any] = {}
+    for key in keys:
+        node: Any = full
+        for part in key.split("."):
+            node = node[part]
+        out[key] = node
+    return out
+
+
+def params_hash(values: Any) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]

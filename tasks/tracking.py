@@ -1,0 +1,131 @@
+"""MLflow wrapper: one parent run per pipeline run, one nested run per stage.
+
+Uses MlflowClient with explicit run ids rather than mlflow's thread-local "active run", because the Prefect
+pipeline runs stages in worker threads. The store defaults to a SQLite file in the project (gitignored);
+MLFLOW_TRACKING_URI points it at a tracking server instead. Per-step metrics are buffered and written in batches:
+one SQLite transaction per step would cost more than the step itself on small models.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+EXPERIMENT = "metadepth"
+PARENT_ENV = "METADEPTH_PARENT_RUN_ID"  # set by `metadepth run`/`repro` so stage processes nest under it
+FLUSH_EVERY = 200
+
+
+def tracking_uri(root: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def _client(root: Path):
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri(root))
+
+
+def _experiment_id(client: Any, root: Path) -> str:
+    name = os.environ.get("METADEPTH_EXPERIMENT", EXPERIMENT)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=(root / "mlartifacts").resolve().as_uri())
+    except Exception:  # another process created it first
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "none"
+    except (OSError, subprocess.SubprocessError):
+        return "none"
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+class Run:
+    """One MLflow run; also the `Tracker` the training stages log per-step losses to."""
+
+    def __init__(self, root: Path, name: str, *, params: dict[str, Any] | None = None,
+                 tags: dict[str, str] | None = None, parent_id: str | None = None):
+        from mlflow.entities import Param, RunTag
+
+        self.client = _client(root)
+        all_tags = {"git_commit": git_commit(root), **(tags or {})}
+        if parent_id:
+            all_tags["mlflow.parentRunId"] = parent_id
+        if os.environ.get("DVC_EXP_NAME"):
+            all_tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+        run = self.client.create_run(_experiment_id(self.client, root), run_name=name, tags=all_tags)
+        self.id = run.info.run_id
+        self._buffer: list[Any] = []
+        if params:
+            items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+            for i in range(0, len(items), 100):
+                self.client.log_batch(self.id, params=items[i : i + 100])
+        self._tag = RunTag
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        self._buffer += [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+        if len(self._buffer) >= FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        for i in range(0, len(self._buffer), 1000):
+            self.client.log_batch(self.id, metrics=self._buffer[i : i + 1000])
+        self._buffer = []
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.id, tags=[self._tag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if path.is_dir():
+            self.client.log_artifacts(self.id, str(path), artifact_path)
+        elif path.exists():
+            self.client.log_artifact(self.id, str(path), artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.flush()
+        self.client.set_terminated(self.id, status=status)
+
+
+def latest_runs(root: Path, n: int) -> list[Any]:
+    client = _client(root)
+    exp = client.get_experiment_by_name(os.environ.get("METADEPTH_EXPERIMENT", EXPERIMENT))
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], filter_string="tags.kind = 'pipeline'",
+                              order_by=["attributes.start_time DESC"], max_results=n)
+
+
+def log_report(run: Run, root: Path) -> None:
+    """Attach the report to a pipeline run and copy its headline numbers as run metrics, for side-by-side views."""
+    import json
+
+    reports = root / "reports"
+    run.log_artifact(reports, "report")
+    summary = reports / "metrics.json"
+    if summary.is_file():
+        models = json.loads(summary.read_text()).get("models", {})
+        run.log_metrics({k: float(v) for k, v in flatten(models).items() if isinstance(v, int | float)}, step=0)

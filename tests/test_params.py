@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+
+from tasks.io import MetadepthError
+from tasks.params import apply_overrides, load_params, read_raw, subset, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def raw_params() -> dict:
+    import json
+
+    return json.loads(json.dumps(read_raw(ROOT / "params.yaml")))
+
+
+def test_default_params_are_valid():
+    p = load_params(ROOT / "params.yaml")
+    assert p.meta.inner_steps == 4 and p.meta.inner_lr == 1e-3 and p.meta.outer_lr == 0.1  # the paper's values
+    assert p.finetune.lr == 5e-4 and p.finetune.lr_min == 1e-6
+    assert p.loss.smooth_weight == 1e-3 and p.loss.scale_decay == 2.3
+
+
+@pytest.mark.parametrize(
+    "path, value, key_in_message",
+    [
+        (("meta", "inner_stepz"), 3, "meta.inner_stepz"),  # unknown key
+        (("meta", "inner_steps"), "four", "meta.inner_steps"),  # wrong type
+        (("meta", "inner_steps"), 0, "meta.inner_steps"),  # out of range
+        (("finetune", "lr"), -1.0, "finetune.lr"),
+        (("data", "train_domain"), "mars", "data"),  # inconsistent: not in domains
+        (("data", "domains"), ["../etc"], "data.domains"),  # would escape data/
+        (("evaluate", "models"), ["ft_nothing"], "evaluate.models"),
+        (("augment", "flip_prob"), 1.5, "augment.flip_prob"),
+        (("meta", "outer_optimizer"), "rmsprop", "meta.outer_optimizer"),
+    ],
+)
+def test_bad_params_name_the_key(path, value, key_in_message):
+    raw = raw_params()
+    node = raw
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = value
+    with pytest.raises(MetadepthError) as err:
+        validate(raw)
+    assert key_in_message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_key_is_named():
+    raw = raw_params()
+    del raw["loss"]["scale_decay"]
+    with pytest.raises(MetadepthError, match=r"loss\.scale_decay: missing key"):
+        validate(raw)
+
+
+def test_overrides_write_back_and_keep_comments(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text((ROOT / "params.yaml").read_text())
+    p = apply_overrides(f, ["finetune.steps=7", "meta.task_augment.mixup=false"])
+    assert p.finetune.steps == 7 and p.meta.task_augment.mixup is False
+    text = f.read_text()
+    assert "steps: 7" in text and "# the Reptile meta-initialisation" in text
+    assert load_params(f).finetune.steps == 7
+
+
+@pytest.mark.parametrize("bad", ["finetune.nope=1", "finetune.steps", "finetune.steps=-3", "=3"])
+def test_bad_overrides_fail_and_leave_file_untouched(tmp_path, bad):
+    f = tmp_path / "params.yaml"
+    f.write_text((ROOT / "params.yaml").read_text())
+    before = f.read_text()
+    with pytest.raises(MetadepthError):
+        apply_overrides(f, [bad])
+    assert f.read_text() == before
+
+
+def test_subset_reads_dotted_keys():
+    p = load_params(ROOT / "params.yaml")
+    assert subset(p, ["seed", "finetune.lr"]) == {"seed": p.seed, "finetune.lr": 5e-4}

@@ -1,0 +1,107 @@
+"""The tiny pipeline end to end, through the real CLI: `dvc repro` (via `metadepth repro`), `metadepth run`,
+Prefect caching shared with DVC, and the MLflow record. Ordered tests over one tiny project."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from tiny_project import make_tiny_project, tiny_params
+
+pytestmark = pytest.mark.slow
+
+# tiny project: 2 domains, evaluate.models = [ft_scratch, ft_meta] -> 11 stages
+FT_AND_AFTER = {"finetune@scratch", "finetune@meta", "report"} | {
+    f"evaluate@{m}-{d}" for m in ("ft_scratch", "ft_meta") for d in ("loft", "studio")}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, prefect_api) -> Path:
+    return make_tiny_project(tmp_path_factory.mktemp("e2e") / "project")
+
+
+def sh(root: Path, *cmd: str, ok: bool = True) -> subprocess.CompletedProcess:
+    # PYTHONPATH: the stage processes must run the copied code that DVC hashes.
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    if ok:
+        assert r.returncode == 0, f"{cmd} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+def changed_stages(root: Path) -> set[str]:
+    return set(json.loads(sh(root, "dvc", "status", "--json").stdout or "{}"))
+
+
+def ran(out: str) -> set[str]:
+    line = next(ln for ln in out.splitlines() if ln.startswith("ran: "))
+    return set(line[5:].split()) - {"-"}
+
+
+def test_dvc_repro_runs_the_pipeline(tiny):
+    r = sh(tiny, "metadepth", "repro")
+    assert "report: reports/summary.md" in r.stdout and "| meta-init + fine-tune |" in r.stdout
+    assert (tiny / "reports" / "figures" / "qualitative.png").is_file()
+    assert changed_stages(tiny) == set()
+    again = sh(tiny, "dvc", "repro")
+    assert "Data and pipelines are up to date." in again.stdout
+
+
+def test_finetune_param_change_reruns_only_dependents(tiny):
+    tiny_params(tiny / "params.yaml", finetune={"steps": 2, "batch_size": 4, "log_every": 1})
+    r = sh(tiny, "metadepth", "repro")
+    assert set(re.findall(r"Running stage '([^']+)'", r.stdout)) == FT_AND_AFTER
+
+
+def test_prefect_run_hits_the_cache_dvc_filled(tiny):
+    r = sh(tiny, "metadepth", "run")
+    assert ran(r.stdout) == set() and "cache hits: 11" in r.stdout
+    assert changed_stages(tiny) == set()
+
+
+def test_override_reruns_dependents_and_commits_to_dvc(tiny):
+    r = sh(tiny, "metadepth", "run", "-S", "finetune.steps=4")
+    assert ran(r.stdout) == FT_AND_AFTER
+    assert "steps: 4" in (tiny / "params.yaml").read_text()
+    assert changed_stages(tiny) == set()  # outputs committed to DVC: `dvc repro` would do nothing
+    assert "Data and pipelines are up to date." in sh(tiny, "dvc", "repro").stdout
+
+
+def test_deleted_output_is_a_cache_miss(tiny):
+    (tiny / "data" / "metrics" / "ft_meta__studio.json").unlink()
+    r = sh(tiny, "metadepth", "run")
+    assert "evaluate@ft_meta-studio" in ran(r.stdout) and "finetune@meta" not in ran(r.stdout)
+    assert (tiny / "data" / "metrics" / "ft_meta__studio.json").is_file()
+
+
+def test_mlflow_records_parent_and_nested_runs(tiny, mlflow_uri):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name("metadepth")
+    parents = client.search_runs([exp.experiment_id], "tags.kind = 'pipeline'")
+    assert len(parents) >= 4
+    latest = parents[0]
+    assert latest.data.tags["git_commit"] != "none" and len(latest.data.tags["params_hash"]) == 16
+    children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{latest.info.run_id}'")
+    assert len(children) == 11  # one nested run per stage, cache hits included
+    ft = client.search_runs([exp.experiment_id], "tags.stage = 'finetune@meta' and tags.cache != 'hit'")
+    assert ft and client.get_metric_history(ft[0].info.run_id, "train_loss")
+    assert any(k.endswith("zero_shot_mean.rmse") for k in latest.data.metrics)
+    arts = [a.path for a in client.list_artifacts(latest.info.run_id, "report")]
+    assert "report/summary.md" in arts
+
+
+def test_compare_shows_differing_params(tiny):
+    r = sh(tiny, "metadepth", "compare", "-n", "3")
+    assert "finetune.steps" in r.stdout and "ft_meta.zero_shot_mean.rmse" in r.stdout
+
+
+def test_user_error_is_one_line(tiny):
+    r = sh(tiny, "metadepth", "run", "-S", "meta.inner_steps=0", ok=False)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "meta.inner_steps" in r.stderr
