@@ -127,6 +127,13 @@ def check_finite(value: float, stage: str, step: int, last_good: Path | None) ->
                              "set clip_grad_norm")
 
 
+def report_progress(stage: str, step: int, total: int, loss: float, every_pct: int = 10) -> None:
+    """A plain log line every 10%: rich's bar is invisible in DVC/Prefect logs and CI, these lines are not."""
+    every = max(1, total * every_pct // 100)
+    if (step + 1) % every == 0 or step + 1 == total:
+        print(f"{stage}: step {step + 1}/{total} ({100 * (step + 1) // total}%), loss {loss:.4f}", flush=True)
+
+
 class CurveWriter:
     """Per-step losses as CSV (a DVC plot and the report's loss curve), written atomically at the end."""
 

@@ -21,6 +21,7 @@ from tasks.common import (
     loss_fn_for,
     model_from_checkpoint,
     paths,
+    report_progress,
     save_checkpoint,
     seed_everything,
     select_device,
@@ -91,6 +92,7 @@ def run_finetune(params: Params, root: Path, name: str, tracker: Tracker | None 
                 resume.save(step + 1, model=model, optimizer=optimizer, scheduler=scheduler, generator=g,
                             curve=curve)
             bar.advance(job)
+            report_progress(f"finetune {name}", step, ft.steps, loss_value)
     save_checkpoint(out, model, init_payload["model_params"], step=ft.steps, data_hash=data_hash,
                     info={"stage": "finetune", "init": name, "source": source.name})
     curve.close()

@@ -25,6 +25,7 @@ from tasks.common import (
     loss_fn_for,
     model_from_checkpoint,
     paths,
+    report_progress,
     save_checkpoint,
     seed_everything,
     select_device,
@@ -87,6 +88,7 @@ def run_meta_init(params: Params, root: Path, tracker: Tracker | None = None) ->
             if resume.due(step):
                 resume.save(step + 1, model=model, reptile=reptile, generator=g, curve=curve)
             bar.advance(job)
+            report_progress("meta_init", step, mp.steps, stats["loss_last"])
     save_checkpoint(out, model, init_payload["model_params"], step=mp.steps, data_hash=data_hash,
                     info={"stage": "meta_init", "inner_steps": mp.inner_steps, "tasks_per_step": mp.tasks_per_step})
     curve.close()

@@ -22,7 +22,6 @@ TINY = {
     "finetune": {"steps": 3, "batch_size": 4, "log_every": 1},
     "evaluate": {"batch_size": 4, "models": ["ft_scratch", "ft_meta"]},
     "report": {"qualitative_samples": 1},
-    "runtime": {"num_threads": 1},
 }
 
 
