@@ -181,6 +181,18 @@ def repro(ctx: typer.Context) -> None:
 
 
 @app.command()
+def profile(name: Annotated[str, typer.Argument(help="a file in profiles/, e.g. `paper`")]) -> None:
+    """Write a profile's overrides (e.g. the paper's GPU setting) into params.yaml, validated."""
+    with user_errors():
+        root = project_root()
+        from tasks.params import apply_overrides, profile_overrides
+
+        overrides = profile_overrides(root / "profiles" / f"{name}.yaml")
+        apply_overrides(root / "params.yaml", overrides)
+        typer.echo(f"params.yaml: applied {len(overrides)} overrides from profiles/{name}.yaml")
+
+
+@app.command()
 def compare(
     n: Annotated[int, typer.Option("-n", min=2, help="number of latest pipeline runs")] = 5,
 ) -> None:
@@ -191,6 +203,13 @@ def compare(
         from flows.compare import compare_table
 
         typer.echo(compare_table(root, n))
+
+
+from flows.data_cli import data_app  # noqa: E402
+from flows.predict_cli import register as register_predict  # noqa: E402
+
+app.add_typer(data_app, name="data")
+register_predict(app)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ruamel.yaml import YAML
 
 from tasks.io import MetadepthError, atomic_write
+from tasks.preprocess.sources import SourceParams
 
 DOMAIN_NAME = r"^[a-z0-9][a-z0-9_\-]*$"  # dataset names become paths under data/: no separators, no dots
 
@@ -38,6 +39,7 @@ class DataParams(_Strict):
     chunk_frames: int = Field(ge=1)  # frames per HDF5 chunk: 1 keeps random access to one chunk per sample
     compression: Literal["none", "lzf", "gzip"]
     render_batch: int = Field(ge=1)  # frames the synthetic generator renders at once (bounds memory)
+    sources: dict[str, SourceParams] = {}  # real datasets: name -> reader + path under data/raw/ (else synthetic)
 
     @field_validator("domains")
     @classmethod
@@ -62,7 +64,6 @@ class DataParams(_Strict):
 
 class ModelParams(_Strict):
     encoder: str  # any timm model name that supports features_only
-    pretrained_path: str | None = None  # local weights file for the encoder; never downloaded
     decoder_channels: list[int] = Field(min_length=5, max_length=5)
     scales: list[int] = Field(min_length=1)
     min_depth: float = Field(gt=0)  # range of the network's output head
@@ -74,6 +75,21 @@ class ModelParams(_Strict):
             raise ValueError("min_depth must be smaller than max_depth")
         if sorted(set(self.scales)) != self.scales or self.scales[0] != 0 or self.scales[-1] > 4:
             raise ValueError("scales must be increasing, unique, start at 0 and stay <= 4")
+        return self
+
+
+INIT_KINDS = ("random", "pretrained")
+
+
+class InitParams(_Strict):
+    kinds: list[Literal["random", "pretrained"]] = Field(min_length=1)  # -> data/checkpoints/init_<kind>.pt
+    pretrained_path: str | None = None  # local encoder weights (.pth/.safetensors) for 'pretrained'; never downloaded
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InitParams:
+        if "pretrained" in self.kinds and not self.pretrained_path:
+            raise ValueError("kinds contains 'pretrained' but pretrained_path is not set; point it at a local "
+                             "encoder weights file or remove 'pretrained'")
         return self
 
 
@@ -97,7 +113,9 @@ class TaskAugmentParams(_Strict):
     shuffle_fraction: float = Field(ge=0, le=1)
 
 
-class MetaParams(_Strict):
+class MetaSettings(_Strict):
+    """One meta-initialisation's settings; `MetaParams` adds the named variants (ablations) on top."""
+
     steps: int = Field(ge=1)  # outer (meta) steps
     tasks_per_step: int = Field(ge=1)  # batched Reptile: mean of this many task deltas per outer step
     batch_size: int = Field(ge=1)  # one task = one mini-batch of this size
@@ -111,8 +129,46 @@ class MetaParams(_Strict):
     log_every: int = Field(ge=1)
 
 
+class MetaParams(MetaSettings):
+    # Meta-initialisations to learn: name -> overrides of the settings above. 'meta' with no overrides is the
+    # paper's setting; extra entries are the ablations (e.g. meta_no_task_aug: {task_augment: {mixup: false}}).
+    variants: dict[str, dict[str, Any]] = Field(min_length=1)
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        import re
+
+        for name, overrides in v.items():
+            if not re.match(r"^meta[a-z0-9_]*$", name):
+                raise ValueError(f"variant name {name!r} must start with 'meta' and use [a-z0-9_]")
+            if "variants" in (overrides or {}):
+                raise ValueError(f"variant {name!r} cannot override 'variants'")
+        return v
+
+    @model_validator(mode="after")
+    def _variants_valid(self) -> MetaParams:
+        for name in self.variants:
+            self.variant(name)  # raises with the variant's key named
+        return self
+
+    def variant(self, name: str) -> MetaSettings:
+        """These settings with variant `name`'s overrides applied (nested dicts merge), validated."""
+        def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+            return {k: merge(base[k], over[k]) if isinstance(base.get(k), dict) and isinstance(over.get(k), dict)
+                    else over.get(k, base.get(k)) for k in {*base, *over}}
+
+        if name not in self.variants:
+            raise MetadepthError(f"meta.variants has no {name!r}; known: {sorted(self.variants)}")
+        try:
+            base = self.model_dump(exclude={"variants"})
+            return MetaSettings.model_validate(merge(base, self.variants[name] or {}))
+        except ValidationError as err:
+            raise ValueError(_format_error(err, f"variants.{name}")) from None
+
+
 class FinetuneParams(_Strict):
-    inits: dict[str, str] = Field(min_length=1)  # run name -> initial checkpoint (init = random, meta = Reptile)
+    inits: dict[str, str] = Field(min_length=1)  # run name -> initial checkpoint (init_<kind> or a meta variant)
     steps: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0)  # paper: Adam 5e-4
@@ -126,9 +182,6 @@ class FinetuneParams(_Strict):
     def _consistent(self) -> FinetuneParams:
         if self.lr_min > self.lr:
             raise ValueError("lr_min must not exceed lr")
-        for name, source in self.inits.items():
-            if source not in ("init", "meta"):
-                raise ValueError(f"inits.{name}: source must be 'init' or 'meta', got {source!r}")
         return self
 
 
@@ -151,12 +204,17 @@ class RuntimeParams(_Strict):
     num_threads: int = Field(ge=0)  # torch intra-op threads; 0 = torch's default
     num_workers: int = Field(ge=0)  # DataLoader worker processes
     resume_every: int = Field(ge=1)  # training steps between resumable <name>.resume.pt snapshots
+    nproc_per_node: int = Field(default=1, ge=1)  # >1: training stages run under torchrun (one process per device)
+    dist_backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on GPU, gloo on CPU
+    amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on GPU, off on CPU
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for GPU, off on CPU
 
 
 class Params(_Strict):
     seed: int = Field(ge=0)
     data: DataParams
     model: ModelParams
+    init: InitParams
     loss: LossParams
     augment: AugmentParams
     meta: MetaParams
@@ -167,7 +225,12 @@ class Params(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:
-        known = {"init", "meta"} | {f"ft_{name}" for name in self.finetune.inits}
+        starts = {f"init_{k}" for k in self.init.kinds} | set(self.meta.variants)
+        for name, source in self.finetune.inits.items():
+            if source not in starts:
+                raise ValueError(f"finetune.inits.{name}: {source!r} is not produced by the pipeline; use one of "
+                                 f"{sorted(starts)} (init.kinds, meta.variants)")
+        known = starts | {f"ft_{name}" for name in self.finetune.inits}
         for model in self.evaluate.models:
             if model not in known:
                 raise ValueError(f"evaluate.models: {model!r} is not produced by the pipeline (known: {sorted(known)})")
@@ -244,6 +307,20 @@ def apply_overrides(path: Path, overrides: list[str]) -> Params:
     with atomic_write(path) as tmp:
         tmp.write_text(buf.getvalue())
     return params
+
+
+def profile_overrides(profile: Path) -> list[str]:
+    """A profile file (nested YAML of params keys) as `-S key=value` overrides, applied like any other."""
+    if not profile.is_file():
+        raise MetadepthError(f"{profile}: profile not found; profiles live in profiles/<name>.yaml")
+    raw = read_raw(profile)
+
+    def walk(node: Any, prefix: str) -> list[str]:
+        if isinstance(node, dict):
+            return [o for k, v in node.items() for o in walk(v, f"{prefix}{k}.")]
+        return [f"{prefix[:-1]}={json.dumps(node)}"]
+
+    return walk(json.loads(json.dumps(raw or {})), "")
 
 
 def subset(params: Params, keys: list[str]) -> dict[str, Any]:

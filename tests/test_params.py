@@ -77,3 +77,14 @@ def test_bad_overrides_fail_and_leave_file_untouched(tmp_path, bad):
 def test_subset_reads_dotted_keys():
     p = load_params(ROOT / "params.yaml")
     assert subset(p, ["seed", "finetune.lr"]) == {"seed": p.seed, "finetune.lr": 5e-4}
+
+
+def test_paper_profile_applies_and_validates(tmp_path):
+    from tasks.params import profile_overrides
+
+    f = tmp_path / "params.yaml"
+    f.write_text((ROOT / "params.yaml").read_text())
+    p = apply_overrides(f, profile_overrides(ROOT / "profiles" / "paper.yaml"))
+    assert p.model.encoder == "convnext_base" and (p.data.height, p.data.width) == (256, 320)
+    assert p.meta.inner_lr == 1e-3 and p.meta.outer_lr == 0.1 and p.finetune.lr == 5e-4  # kept from the paper
+    assert p.runtime.device == "cuda"

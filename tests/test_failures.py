@@ -1,0 +1,110 @@
+"""Failure paths: numerical faults stop with a clear message, interrupted writes leave no partial output."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from tiny_project import ROOT, tiny_params
+
+import tasks.common
+from tasks.common import save_checkpoint
+from tasks.finetune import run_finetune
+from tasks.initialize import run_init
+from tasks.io import MetadepthError, atomic_write
+from tasks.params import load_params
+from tasks.preprocess import prepare as prepare_mod
+from tasks.preprocess.prepare import prepare
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("failures")
+    (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    tiny_params(root / "params.yaml", finetune={"steps": 6, "batch_size": 4, "log_every": 1},
+                runtime={"resume_every": 2})
+    params = load_params(root / "params.yaml")
+    prepare(params, params.data.train_domain, root)
+    run_init(params, root, "random")
+    return root, params
+
+
+def leftovers(directory):
+    return [p.name for p in directory.rglob("*") if ".tmp-" in p.name]
+
+
+def test_nan_loss_stops_with_step_and_last_good_state(project, monkeypatch):
+    root, params = project
+    real = tasks.common.depth_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 4 else loss
+
+    monkeypatch.setattr(tasks.common, "depth_loss", poisoned)
+    with pytest.raises(MetadepthError) as err:
+        run_finetune(params, root, "scratch")
+    msg = str(err.value)
+    assert "loss became nan at step 3" in msg and "ft_scratch.resume.pt" in msg and "\n" not in msg
+    assert not (root / "data" / "checkpoints" / "ft_scratch.pt").exists()
+    assert torch.load(root / "data" / "checkpoints" / "ft_scratch.resume.pt", weights_only=True)["step"] == 2
+    (root / "data" / "checkpoints" / "ft_scratch.resume.pt").unlink()
+
+
+def test_interrupted_shard_write_leaves_nothing(project, monkeypatch):
+    root, params = project
+    real = prepare_mod.write_split
+
+    def dies_midway(path, batches, *args, **kwargs):
+        if path.name == "val.h5":
+            raise OSError(28, "No space left on device")
+        return real(path, batches, *args, **kwargs)
+
+    monkeypatch.setattr(prepare_mod, "write_split", dies_midway)
+    before = sorted(p.name for p in (root / "data" / "prepared" / "loft").iterdir())
+    with pytest.raises(MetadepthError, match="disk full"):
+        prepare(params, "loft", root)
+    assert sorted(p.name for p in (root / "data" / "prepared" / "loft").iterdir()) == before  # old output intact
+    assert leftovers(root / "data") == []
+    monkeypatch.setattr(prepare_mod, "write_split", real)
+    prepare(params, "studio", root)  # a clean re-run works
+    with h5py.File(root / "data" / "prepared" / "studio" / "train.h5") as f:
+        assert f["rgb"].shape[0] == params.data.train_size
+
+
+def test_interrupted_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "ck.pt"
+    model = torch.nn.Linear(2, 2)
+    save_checkpoint(path, model, {"encoder": "x"}, step=1, data_hash="a")
+    good = path.read_bytes()
+
+    def torn_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", torn_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, model, {"encoder": "x"}, step=2, data_hash="a")
+    assert path.read_bytes() == good and leftovers(tmp_path) == []
+
+
+def test_atomic_write_replaces_a_directory_whole(tmp_path):
+    target = tmp_path / "out"
+    with atomic_write(target) as tmp:
+        tmp.mkdir()
+        (tmp / "a.json").write_text(json.dumps({"v": 1}))
+    with pytest.raises(RuntimeError), atomic_write(target) as tmp:
+        tmp.mkdir()
+        (tmp / "a.json").write_text("{")
+        raise RuntimeError("boom")
+    assert json.loads((target / "a.json").read_text()) == {"v": 1} and leftovers(tmp_path) == []
+    with atomic_write(target) as tmp:
+        tmp.mkdir()
+        np.save(tmp / "b.npy", np.zeros(1))
+    assert sorted(p.name for p in target.iterdir()) == ["b.npy"]
