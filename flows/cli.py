@@ -44,6 +44,7 @@ def configure_env(root: Path) -> None:
     # The task cache lives with the project, whichever Prefect server records the runs.
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(state / "prefect-results"))
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(state / "prefect-results"))
+    os.environ.setdefault("METADEPTH_HASH_CACHE", str(state / "hashes.json"))
 
 
 def project_root() -> Path:

@@ -32,11 +32,11 @@ def run_stage_body(params: Params, root: Path, args: tuple[str, ...], tracker: A
     if kind == "init":
         from tasks.initialize import run_init
 
-        return run_init(params, root)
+        return run_init(params, root, rest[0])
     if kind == "meta_init":
         from tasks.meta_init import run_meta_init
 
-        return run_meta_init(params, root, tracker)
+        return run_meta_init(params, root, rest[0], tracker)
     if kind == "finetune":
         from tasks.finetune import run_finetune
 

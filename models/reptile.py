@@ -193,9 +193,11 @@ class Reptile:
         for i, batch in enumerate(tasks):
             first, last, aug = self._adapt(batch, None if partners is None else partners[i])
             with torch.no_grad():
-                # Accumulate (meta - inner) rather than inner weights: deltas are small, so summing them
-                # loses no precision against the large weights.
-                torch._foreach_add_(self._delta_sum, torch._foreach_sub(self.meta_params, self.inner_params))
+                # delta_sum += meta - inner, in place: the inner weights are overwritten by the next
+                # task's copy anyway, and avoiding a model-sized temporary per task matters on CPU.
+                # Summing deltas rather than weights keeps float32 precision (deltas are small).
+                torch._foreach_sub_(self.inner_params, self.meta_params)
+                torch._foreach_sub_(self._delta_sum, self.inner_params)
                 if self._buffer_sum:
                     torch._foreach_add_(self._buffer_sum, self.inner_float_buffers)
             loss_first += first.to(zero)

@@ -15,7 +15,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.io import MetadepthError, content_hash
+from tasks.io import MetadepthError, content_hash, save_hash_memo
 from tasks.params import Params, subset
 
 CACHE_POLICY_VERSION = 1  # bump to invalidate every Prefect cache record after a change to this policy
@@ -92,6 +92,7 @@ def cache_key(root: Path, stage: StageSpec, params: Params) -> str:
     for d in stage.deps:
         path = root / d
         deps[d] = content_hash(path) if path.exists() else "missing"
+    save_hash_memo()
     payload = {"policy": CACHE_POLICY_VERSION, "stage": stage.name, "args": stage.args, "deps": deps,
                "params": subset(params, list(stage.params))}
     return f"{stage.name}-{hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]}"

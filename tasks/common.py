@@ -7,6 +7,7 @@ They contain only tensors and plain values so they load with `weights_only=True`
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import random
@@ -60,9 +61,10 @@ def paths(root: Path) -> dict[str, Path]:
             "curves": data / "curves", "reports": root / "reports"}
 
 
-def build_model(model_params: dict[str, Any]) -> DepthNet:
+def build_model(model_params: dict[str, Any], pretrained_path: str | None = None) -> DepthNet:
+    """The network from its checkpoint-stored parameters; encoder weights from a local file only at init."""
     p = dict(model_params)
-    return DepthNet(encoder=p["encoder"], pretrained_path=p.get("pretrained_path"),
+    return DepthNet(encoder=p["encoder"], pretrained_path=pretrained_path,
                     decoder_channels=tuple(p["decoder_channels"]), scales=tuple(p["scales"]),
                     min_depth=p["min_depth"], max_depth=p["max_depth"])
 
@@ -148,3 +150,48 @@ class CurveWriter:
             w = csv.writer(f)
             w.writerow(self.columns)
             w.writerows(self.rows)
+
+
+# Mixed precision and memory layout: one policy for both training stages (runtime.amp, runtime.channels_last).
+
+
+def amp_dtype(params: Params, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full float32.
+
+    'auto' is bf16 on a GPU that has it and off on CPU, where bf16 kernels are mostly slower than float32;
+    'bf16' forces it anywhere (CPU included, which is how the tests exercise it). bf16 rather than fp16: it keeps
+    float32's exponent range, so no loss scaling is needed and the Reptile deltas stay float32 anyway.
+    """
+    mode = params.runtime.amp
+    if mode == "bf16":
+        return torch.bfloat16
+    if mode == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def precision_context(params: Params, device: torch.device) -> contextlib.AbstractContextManager:
+    """Wrap forward + loss in this (never backward or the optimizer step): autocast per runtime.amp."""
+    dtype = amp_dtype(params, device)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def memory_format(params: Params, device: torch.device) -> torch.memory_format:
+    """channels_last ('auto': on GPU only) lets cuDNN pick NHWC convolution kernels, which tensor cores prefer."""
+    mode = params.runtime.channels_last
+    on = mode == "on" or (mode == "auto" and device.type == "cuda")
+    return torch.channels_last if on else torch.contiguous_format
+
+
+def apply_memory_format(model: torch.nn.Module, fmt: torch.memory_format) -> torch.nn.Module:
+    """Lay out the model's 4-D weights in `fmt` (in place); returns the model."""
+    return model.to(memory_format=fmt)
+
+
+def batch_to(batch: dict[str, torch.Tensor], device: torch.device,
+             fmt: torch.memory_format = torch.contiguous_format) -> dict[str, torch.Tensor]:
+    """`to_device` plus the memory layout for the 4-D (image-like) tensors of the batch."""
+    moved = to_device(batch, device)
+    if fmt is torch.contiguous_format:
+        return moved
+    return {k: v.contiguous(memory_format=fmt) if v.dim() == 4 else v for k, v in moved.items()}

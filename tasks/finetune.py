@@ -2,37 +2,55 @@
 
 Every initialisation (scratch, meta, ...) is trained with identical data order, augmentation draws and seed, so the
 only difference between the rows of the report is where the weights started.
+
+With runtime.nproc_per_node > 1 the stage runs under torchrun with DistributedDataParallel: finetune.batch_size
+stays the global batch, each rank trains on its slice of it (see tasks/distributed.py), and rank 0 writes the
+checkpoint, curve and resume snapshots.
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.progress import Progress
+from torch.nn.parallel import DistributedDataParallel
 
 from models.augment import online_augment
 from tasks.common import (
     CurveWriter,
     NullTracker,
     Tracker,
+    apply_memory_format,
+    batch_to,
     check_finite,
     loss_fn_for,
+    memory_format,
     model_from_checkpoint,
     paths,
+    precision_context,
     report_progress,
     save_checkpoint,
     seed_everything,
-    select_device,
-    to_device,
 )
-from tasks.io import content_hash
+from tasks.distributed import (
+    barrier,
+    batches_at,
+    check_ranks_agree,
+    is_main_rank,
+    launch,
+    mean_across_ranks,
+    needs_launch,
+    rank_and_world,
+    stream_seed,
+    training_device,
+)
+from tasks.io import MetadepthError, content_hash
 from tasks.params import Params, params_hash, subset
-from tasks.preprocess.shards import ShardDataset, infinite_batches, shard_path
+from tasks.preprocess.shards import ShardDataset, shard_path
 from tasks.resume import ResumeState
-
-SOURCE_CHECKPOINT = {"init": "init", "meta": "meta"}  # finetune.inits values -> checkpoint names
 
 
 def augment_fn(params: Params):
@@ -43,13 +61,25 @@ def augment_fn(params: Params):
 
 
 def run_finetune(params: Params, root: Path, name: str, tracker: Tracker | None = None) -> dict[str, Any]:
+    """Fine-tune run `name` (a key of finetune.inits) from its initial checkpoint; writes ft_<name>.pt."""
     tracker = tracker or NullTracker()
     ft = params.finetune
+    if name not in ft.inits:
+        raise MetadepthError(f"finetune run {name!r} is not in finetune.inits {sorted(ft.inits)}")
+    if needs_launch(params):
+        return launch(params, root, "finetune", name, tracker, paths(root)["curves"] / f"ft_{name}.csv",
+                      {"loss": "train_loss", "lr": "lr"})
+    rank, world = rank_and_world()
+    main = is_main_rank()
+    if ft.batch_size % world:
+        raise MetadepthError(f"finetune.batch_size {ft.batch_size} is the global batch and cannot be split over "
+                             f"{world} processes; make it a multiple of runtime.nproc_per_node")
     p = paths(root)
-    device = select_device(params)
-    source = p["checkpoints"] / f"{SOURCE_CHECKPOINT[ft.inits[name]]}.pt"
+    device = training_device(params)
+    fmt = memory_format(params, device)
+    source = p["checkpoints"] / f"{ft.inits[name]}.pt"
     model, init_payload = model_from_checkpoint(source)
-    model.to(device).train()
+    apply_memory_format(model.to(device), fmt).train()
     train = shard_path(p["prepared"] / params.data.train_domain, "train")
     data_hash = content_hash(train)
 
@@ -58,25 +88,35 @@ def run_finetune(params: Params, root: Path, name: str, tracker: Tracker | None 
     out = p["checkpoints"] / f"ft_{name}.pt"
     curve = CurveWriter(p["curves"] / f"ft_{name}.csv", ["step", "loss", "lr"])
     # Same seed for every initialisation: the scratch and meta runs see the same batches and augmentations.
+    # The augmentation generator is reseeded at every step from (seed, step, rank): a resumed run or another
+    # process count needs no generator state to draw what an uninterrupted run draws.
     seed_everything(params.seed)
     g = torch.Generator().manual_seed(params.seed)
     # A resume file is only valid for the exact same inputs; anything else starts over.
     resume = ResumeState(out, params_hash([subset(params, ["seed", "data", "loss", "augment", "finetune"]),
-                                           name, content_hash(source), data_hash]), params.runtime.resume_every)
+                                           name, content_hash(source), data_hash, {"world_size": world}]),
+                         params.runtime.resume_every)
+    # Rank 0 writes the snapshot, every rank restores it (the same file, so the same state everywhere).
     start = resume.load(model=model, optimizer=optimizer, scheduler=scheduler, generator=g, curve=curve)
-    batches = infinite_batches(ShardDataset(train), ft.batch_size, params.seed, params.runtime.num_workers,
-                               start_batch=start)
+    barrier()
+    # DDP averages the gradients of the ranks' slices in backward; it wraps the model only after the resume
+    # load, and `model` (unwrapped) is what gets saved, so checkpoints have the same keys for any process count.
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model
+    batches = batches_at(ShardDataset(train), ft.batch_size, params.seed, itertools.count(start),
+                         part=(rank, world), num_workers=params.runtime.num_workers)
     loss_fn = loss_fn_for(params.loss)
     augment = augment_fn(params) if ft.online_augment else None
     loss_value = float("nan")
-    with Progress(transient=True) as bar:
+    with Progress(transient=True, disable=not main) as bar:
         job = bar.add_task(f"finetune {name}", total=ft.steps, completed=start)
         for step in range(start, ft.steps):
-            batch = to_device(next(batches), device)
+            batch = batch_to(next(batches), device, fmt)
             if augment is not None:
-                batch = augment(batch, g)
-            loss = loss_fn(model, batch)
-            loss_value = loss.item()
+                batch = augment(batch, g.manual_seed(stream_seed(params.seed, step, rank)))
+            with precision_context(params, device):
+                loss = loss_fn(net, batch)
+            loss_value = mean_across_ranks(loss)  # the global batch's loss, the same number on every rank
             check_finite(loss_value, f"finetune {name}", step, resume.path)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -87,14 +127,22 @@ def run_finetune(params: Params, root: Path, name: str, tracker: Tracker | None 
             if step % ft.log_every == 0 or step == ft.steps - 1:
                 row = {"step": step, "loss": loss_value, "lr": scheduler.get_last_lr()[0]}
                 curve.add(row)
-                tracker.log_metrics({"train_loss": loss_value, "lr": row["lr"]}, step)
-            if resume.due(step):
+                if main:
+                    tracker.log_metrics({"train_loss": loss_value, "lr": row["lr"]}, step)
+            if main and resume.due(step):
                 resume.save(step + 1, model=model, optimizer=optimizer, scheduler=scheduler, generator=g,
                             curve=curve)
             bar.advance(job)
-            report_progress(f"finetune {name}", step, ft.steps, loss_value)
-    save_checkpoint(out, model, init_payload["model_params"], step=ft.steps, data_hash=data_hash,
-                    info={"stage": "finetune", "init": name, "source": source.name})
-    curve.close()
-    resume.clear()
-    return {"checkpoint": str(out.relative_to(root)), "final_loss": loss_value, "steps": ft.steps}
+            if main:
+                report_progress(f"finetune {name}", step, ft.steps, loss_value)
+    apply_memory_format(model, torch.contiguous_format)  # checkpoints hold plain layouts whatever trained them
+    digests = check_ranks_agree(model, f"finetune {name}")
+    if main:
+        save_checkpoint(out, model, init_payload["model_params"], step=ft.steps, data_hash=data_hash,
+                        info={"stage": "finetune", "init": name, "source": source.name, "world_size": world})
+        curve.close()
+        resume.clear()
+    result = {"checkpoint": str(out.relative_to(root)), "final_loss": loss_value, "steps": ft.steps}
+    if world > 1:
+        result.update(world_size=world, rank_weight_digests=digests)
+    return result

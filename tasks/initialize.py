@@ -1,7 +1,8 @@
-"""The init stage: the random initialisation (from the seed, or a local pretrained encoder file) as a checkpoint.
+"""The init stage: starting weights as checkpoints, `init_random` (from the seed) or `init_pretrained`.
 
-It is a checkpoint of its own so the meta-learning stage and the scratch baseline provably start from the same
-weights: the comparison the paper's headline number rests on.
+The random initialisation is a checkpoint of its own so the meta-learning stage and the scratch baseline provably
+start from the same weights: the comparison the paper's headline number rests on. `pretrained` loads a local
+encoder weights file (the paper's ImageNet initialisation); nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -10,13 +11,25 @@ from pathlib import Path
 from typing import Any
 
 from tasks.common import build_model, paths, save_checkpoint, seed_everything
+from tasks.io import MetadepthError, require_file
 from tasks.params import Params
 
 
-def run_init(params: Params, root: Path) -> dict[str, Any]:
+def run_init(params: Params, root: Path, kind: str) -> dict[str, Any]:
+    if kind not in params.init.kinds:
+        raise MetadepthError(f"init kind {kind!r} is not in init.kinds {params.init.kinds}")
+    pretrained = None
+    if kind == "pretrained":
+        pretrained = str(require_file(Path(params.init.pretrained_path).expanduser(),
+                                      "init.pretrained_path must name a local encoder weights file"))
     seed_everything(params.seed)
-    model = build_model(params.model.model_dump())
-    out = paths(root)["checkpoints"] / "init.pt"
+    try:
+        model = build_model(params.model.model_dump(), pretrained_path=pretrained)
+    except (RuntimeError, FileNotFoundError) as err:
+        raise MetadepthError(f"init.pretrained_path: {err}") from None
+    out = paths(root)["checkpoints"] / f"init_{kind}.pt"
+    # Stored model params never name the weights file: the weights are in the checkpoint, and a rebuild on
+    # another machine must not look for the file.
     save_checkpoint(out, model, params.model.model_dump(), step=0, data_hash="",
-                    info={"stage": "init", "seed": params.seed})
+                    info={"stage": "init", "kind": kind, "seed": params.seed})
     return {"checkpoint": str(out.relative_to(root)), "parameters": sum(p.numel() for p in model.parameters())}

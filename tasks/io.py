@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -60,12 +61,42 @@ def atomic_write(path: Path | str) -> Iterator[Path]:
         raise
 
 
+_HASH_MEMO: dict[str, str] = {}
+HASH_CACHE_ENV = "METADEPTH_HASH_CACHE"  # a JSON file remembering hashes by (path, size, mtime), like DVC's state
+
+
+def _load_memo() -> None:
+    cache = os.environ.get(HASH_CACHE_ENV)
+    if cache and not _HASH_MEMO and Path(cache).is_file():
+        try:
+            _HASH_MEMO.update(json.loads(Path(cache).read_text()))
+        except (OSError, ValueError):
+            pass  # a damaged memo only costs a re-hash
+
+
+def save_hash_memo() -> None:
+    cache = os.environ.get(HASH_CACHE_ENV)
+    if cache and _HASH_MEMO:
+        try:
+            with atomic_write(cache) as tmp:
+                tmp.write_text(json.dumps(_HASH_MEMO))
+        except OSError:
+            pass
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Content hash, memoised by (path, size, mtime) so multi-GB raw datasets are read once, not per cache check."""
+    _load_memo()
+    st = path.stat()
+    key = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    if key in _HASH_MEMO:
+        return _HASH_MEMO[key]
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
-    return h.hexdigest()
+    _HASH_MEMO[key] = h.hexdigest()
+    return _HASH_MEMO[key]
 
 
 def content_hash(path: Path | str) -> str:

@@ -3,6 +3,11 @@
 Stage logic only: the meta-learning algorithm itself is `models.reptile.Reptile`, generic over models and losses.
 Here it is wired to the paper's choices: one task = one mini-batch of the training domain, fresh online
 augmentation at each inner step, task augmentation with a second mini-batch as the partner task.
+
+With runtime.nproc_per_node > 1 the stage runs under torchrun (tasks/distributed.py): every rank adapts to its own
+tasks of each outer step and Reptile all-reduces the deltas, so the ranks hold identical meta weights throughout.
+Which stream batches and random draws a rank uses is laid out in tasks/distributed.py; the point of that layout is
+that N ranks with T tasks each compute the same update as one process with N*T tasks per step.
 """
 
 from __future__ import annotations
@@ -21,76 +26,132 @@ from tasks.common import (
     CurveWriter,
     NullTracker,
     Tracker,
+    apply_memory_format,
+    batch_to,
     check_finite,
     loss_fn_for,
+    memory_format,
     model_from_checkpoint,
     paths,
+    precision_context,
     report_progress,
     save_checkpoint,
     seed_everything,
-    select_device,
-    to_device,
+)
+from tasks.distributed import (
+    barrier,
+    batches_at,
+    check_ranks_agree,
+    is_main_rank,
+    launch,
+    meta_positions,
+    needs_launch,
+    rank_and_world,
+    task_generator,
+    training_device,
 )
 from tasks.finetune import augment_fn
 from tasks.io import content_hash
 from tasks.params import Params, params_hash, subset
-from tasks.preprocess.shards import ShardDataset, infinite_batches, shard_path
+from tasks.preprocess.shards import ShardDataset, shard_path
 from tasks.resume import ResumeState
 
+CURVE_COLUMNS = ["step", "loss_first", "loss_last", "loss_task_augment", "update_norm"]
 
-def run_meta_init(params: Params, root: Path, tracker: Tracker | None = None) -> dict[str, Any]:
+
+def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tracker | None = None) -> dict[str, Any]:
+    """Learn meta-initialisation `variant` (a key of meta.variants: 'meta' is the paper's, others ablations).
+
+    `meta.tasks_per_step` is per process: under torchrun an outer step averages tasks_per_step * nproc tasks.
+    """
     tracker = tracker or NullTracker()
-    mp = params.meta
+    if needs_launch(params):
+        return launch(params, root, "meta_init", variant, tracker, paths(root)["curves"] / f"{variant}.csv",
+                      {c: f"meta_{c}" for c in CURVE_COLUMNS if c != "step"})
+    rank, world = rank_and_world()
+    main = is_main_rank()
+    mp = params.meta.variant(variant)
     p = paths(root)
-    device = select_device(params)
-    init = p["checkpoints"] / "init.pt"
+    device = training_device(params)
+    fmt = memory_format(params, device)
+    init = p["checkpoints"] / "init_random.pt"
     model, init_payload = model_from_checkpoint(init)
-    model.to(device).train()
+    apply_memory_format(model.to(device), fmt).train()
     train = shard_path(p["prepared"] / params.data.train_domain, "train")
     data_hash = content_hash(train)
 
+    def autocast(fn):  # forward + loss in the runtime.amp precision; Reptile's updates stay float32
+        @functools.wraps(fn)
+        def wrapped(*args: Any) -> torch.Tensor:
+            with precision_context(params, device):
+                return fn(*args)
+        return wrapped
+
+    # Every task carries its own generator (batch["generator"], seeded from its global task index), used
+    # instead of the one Reptile passes in: the draws of a task then do not depend on which rank runs it or on
+    # how many tasks ran before it in the same process.
     ta = mp.task_augment
     task_augment = None
     if ta.mixup or ta.channel_shuffle:
         criterion = functools.partial(depth_loss, smooth_weight=params.loss.smooth_weight,
                                       scale_decay=params.loss.scale_decay)
-        task_augment = make_task_augment(mix_alpha=ta.mixup_alpha if ta.mixup else None,
-                                         shuffle_p=ta.shuffle_fraction if ta.channel_shuffle else 0.0,
-                                         criterion=criterion)
+        shared = make_task_augment(mix_alpha=ta.mixup_alpha if ta.mixup else None,
+                                   shuffle_p=ta.shuffle_fraction if ta.channel_shuffle else 0.0, criterion=criterion)
+        task_augment = autocast(lambda model, batch, partner, _g: shared(model, batch, partner, batch["generator"]))
+    inner_augment = None
+    if mp.online_augment:
+        augment = augment_fn(params)
+        inner_augment = lambda batch, _g: augment(batch, batch["generator"])  # noqa: E731
     seed_everything(params.seed)
-    g = torch.Generator().manual_seed(params.seed)
+    g = torch.Generator().manual_seed(params.seed)  # Reptile's own stream: unused while tasks bring theirs
     reptile = Reptile(
-        model, loss_fn_for(params.loss), inner_lr=mp.inner_lr, inner_steps=mp.inner_steps, outer_lr=mp.outer_lr,
-        outer_optimizer=mp.outer_optimizer, clip_grad_norm=mp.clip_grad_norm,
-        inner_augment=augment_fn(params) if mp.online_augment else None, task_augment=task_augment, generator=g,
+        model, autocast(loss_fn_for(params.loss)), inner_lr=mp.inner_lr, inner_steps=mp.inner_steps,
+        outer_lr=mp.outer_lr, outer_optimizer=mp.outer_optimizer, clip_grad_norm=mp.clip_grad_norm,
+        inner_augment=inner_augment, task_augment=task_augment, generator=g,
     )
-    out = p["checkpoints"] / "meta.pt"
-    curve = CurveWriter(p["curves"] / "meta.csv",
-                        ["step", "loss_first", "loss_last", "loss_task_augment", "update_norm"])
-    resume = ResumeState(out, params_hash([subset(params, ["seed", "data", "loss", "augment", "meta"]),
-                                           content_hash(init), data_hash]), params.runtime.resume_every)
+    out = p["checkpoints"] / f"{variant}.pt"
+    curve = CurveWriter(p["curves"] / f"{variant}.csv", CURVE_COLUMNS)
+    resume = ResumeState(out, params_hash([subset(params, ["seed", "data", "loss", "augment"]), mp.model_dump(),
+                                           content_hash(init), data_hash, {"world_size": world}]),
+                         params.runtime.resume_every)
+    # Rank 0 writes the snapshot, every rank restores it (the same file, so the same state everywhere).
     start = resume.load(model=model, reptile=reptile, generator=g, curve=curve)
-    # Each outer step draws its tasks and then its partner tasks from one reproducible stream of mini-batches.
-    per_step = mp.tasks_per_step * (2 if task_augment else 1)
-    batches = infinite_batches(ShardDataset(train), mp.batch_size, params.seed, params.runtime.num_workers,
-                               start_batch=start * per_step)
+    barrier()
+    per_rank = mp.tasks_per_step
+    per_step = per_rank * world  # tasks averaged by one outer step, over all ranks
+    batches = batches_at(ShardDataset(train), mp.batch_size, params.seed,
+                         meta_positions(start, per_rank, rank, world, partners=task_augment is not None),
+                         num_workers=params.runtime.num_workers)
     stats: dict[str, float] = {}
-    with Progress(transient=True) as bar:
-        job = bar.add_task("meta_init (Reptile)", total=mp.steps, completed=start)
+    with Progress(transient=True, disable=not main) as bar:
+        job = bar.add_task(f"meta_init {variant} (Reptile)", total=mp.steps, completed=start)
         for step in range(start, mp.steps):
-            tasks = [to_device(next(batches), device) for _ in range(mp.tasks_per_step)]
-            partners = [to_device(next(batches), device) for _ in range(mp.tasks_per_step)] if task_augment else None
-            stats = reptile.meta_step(tasks, partners)
-            check_finite(stats["loss_last"], "meta_init", step, resume.path)
+            tasks = []
+            for i in range(per_rank):
+                batch = batch_to(next(batches), device, fmt)
+                batch["generator"] = task_generator(params.seed, step * per_step + rank * per_rank + i)
+                tasks.append(batch)
+            partners = [batch_to(next(batches), device, fmt) for _ in range(per_rank)] if task_augment else None
+            stats = reptile.meta_step(tasks, partners)  # losses and update norm are over all ranks' tasks
+            check_finite(stats["loss_last"], f"meta_init {variant}", step, resume.path)
             if step % mp.log_every == 0 or step == mp.steps - 1:
                 curve.add({"step": step, **stats})
-                tracker.log_metrics({f"meta_{k}": v for k, v in stats.items()}, step)
-            if resume.due(step):
+                if main:
+                    tracker.log_metrics({f"meta_{k}": v for k, v in stats.items()}, step)
+            if main and resume.due(step):
                 resume.save(step + 1, model=model, reptile=reptile, generator=g, curve=curve)
             bar.advance(job)
-            report_progress("meta_init", step, mp.steps, stats["loss_last"])
-    save_checkpoint(out, model, init_payload["model_params"], step=mp.steps, data_hash=data_hash,
-                    info={"stage": "meta_init", "inner_steps": mp.inner_steps, "tasks_per_step": mp.tasks_per_step})
-    curve.close()
-    resume.clear()
-    return {"checkpoint": str(out.relative_to(root)), **{f"final_{k}": v for k, v in stats.items()}}
+            if main:
+                report_progress(f"meta_init {variant}", step, mp.steps, stats["loss_last"])
+    apply_memory_format(model, torch.contiguous_format)  # checkpoints hold plain layouts whatever trained them
+    digests = check_ranks_agree(model, f"meta_init {variant}")
+    if main:
+        save_checkpoint(out, model, init_payload["model_params"], step=mp.steps, data_hash=data_hash,
+                        info={"stage": "meta_init", "variant": variant, "inner_steps": mp.inner_steps,
+                              "tasks_per_step": mp.tasks_per_step, "world_size": world})
+        curve.close()
+        resume.clear()
+    result = {"checkpoint": str(out.relative_to(root)), **{f"final_{k}": v for k, v in stats.items()}}
+    if world > 1:
+        result.update(world_size=world, rank_weight_digests=digests)
+    return result

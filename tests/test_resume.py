@@ -39,7 +39,7 @@ def make_project(root: Path) -> None:
                 runtime={"num_threads": 1, "resume_every": 3})
     params = load_params(root / "params.yaml")
     prepare(params, params.data.train_domain, root)
-    run_init(params, root)
+    run_init(params, root, "random")
 
 
 def start(stage: str, root: Path) -> subprocess.Popen:

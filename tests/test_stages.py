@@ -31,8 +31,8 @@ def project(tmp_path_factory):
     params = load_params(root / "params.yaml")
     for d in params.data.domains:
         prepare(params, d, root)
-    run_init(params, root)
-    run_meta_init(params, root)
+    run_init(params, root, "random")
+    run_meta_init(params, root, "meta")
     for name in params.finetune.inits:
         run_finetune(params, root, name)
     for m in params.evaluate.models:
@@ -72,7 +72,7 @@ def test_prepare_is_deterministic(project, tmp_path):
 def test_checkpoint_contract_and_shared_initialisation(project):
     root, params = project
     ck = root / "data" / "checkpoints"
-    init, meta, ft_s, ft_m = (load_checkpoint(ck / f"{n}.pt") for n in ("init", "meta", "ft_scratch", "ft_meta"))
+    init, meta, ft_s, ft_m = (load_checkpoint(ck / f"{n}.pt") for n in ("init_random", "meta", "ft_scratch", "ft_meta"))
     for c in (meta, ft_s, ft_m):
         assert c["model_params"] == init["model_params"]
         assert len(c["data_hash"]) == 64
@@ -114,7 +114,7 @@ def test_finetune_is_reproducible(project, tmp_path):
     root, params = project
     (tmp_path / "data" / "checkpoints").mkdir(parents=True)
     (tmp_path / "data" / "prepared").symlink_to(root / "data" / "prepared", target_is_directory=True)
-    shutil.copy(root / "data" / "checkpoints" / "init.pt", tmp_path / "data" / "checkpoints")
+    shutil.copy(root / "data" / "checkpoints" / "init_random.pt", tmp_path / "data" / "checkpoints")
     run_finetune(params, tmp_path, "scratch")
     a = load_checkpoint(tmp_path / "data/checkpoints/ft_scratch.pt")["model"]
     b = load_checkpoint(root / "data/checkpoints/ft_scratch.pt")["model"]
@@ -123,10 +123,51 @@ def test_finetune_is_reproducible(project, tmp_path):
 
 def test_missing_input_is_a_clear_error(tmp_path):
     params = load_params(ROOT / "params.yaml")
-    with pytest.raises(MetadepthError, match="init.pt: checkpoint not found"):
+    with pytest.raises(MetadepthError, match="init_random.pt: checkpoint not found"):
         run_meta_init(params, tmp_path)
     with pytest.raises(MetadepthError, match="not in data.domains"):
         prepare(params, "mars", tmp_path)
+
+
+def test_meta_variant_is_an_ablation_with_its_own_settings(project, tmp_path):
+    """A meta.variants entry runs Reptile with its overrides and writes its own checkpoint and curve."""
+    root, _ = project
+    tiny_params(root / "params.yaml", meta={"steps": 2, "batch_size": 4, "log_every": 1, "variants": {
+        "meta": {}, "meta_l1_no_task_aug": {"inner_steps": 1, "task_augment": {"mixup": False,
+                                                                              "channel_shuffle": False}}}})
+    params = load_params(root / "params.yaml")
+    assert params.meta.variant("meta_l1_no_task_aug").inner_steps == 1
+    run_meta_init(params, root, "meta_l1_no_task_aug")
+    ck = load_checkpoint(root / "data" / "checkpoints" / "meta_l1_no_task_aug.pt")
+    assert ck["info"]["variant"] == "meta_l1_no_task_aug" and ck["info"]["inner_steps"] == 1
+    curve = pd.read_csv(root / "data" / "curves" / "meta_l1_no_task_aug.csv")
+    assert curve["loss_task_augment"].isna().all()  # task augmentation really off
+    assert pd.read_csv(root / "data" / "curves" / "meta.csv")["loss_task_augment"].notna().all()
+
+
+def test_pretrained_init_needs_a_local_file(project, tmp_path):
+    from tasks.params import read_raw, validate
+
+    raw = json.loads(json.dumps(read_raw(project[0] / "params.yaml")))
+    raw["init"]["kinds"] = ["random", "pretrained"]
+    with pytest.raises(MetadepthError, match="init: .*pretrained_path is not set"):
+        validate(raw)
+    raw["init"]["pretrained_path"] = str(tmp_path / "nope.pth")
+    with pytest.raises(MetadepthError, match="nope.pth: not found"):
+        run_init(validate(raw), tmp_path, "pretrained")
+    # a real local file: the encoder weights of a model saved by timm itself
+    import timm
+
+    weights = tmp_path / "encoder.pth"
+    source = timm.create_model(raw["model"]["encoder"], pretrained=False)
+    torch.save(source.state_dict(), weights)
+    raw["init"]["pretrained_path"] = str(weights)
+    run_init(validate(raw), tmp_path, "pretrained")
+    ck = load_checkpoint(tmp_path / "data" / "checkpoints" / "init_pretrained.pt")
+    key = next(k for k in ck["model"] if k.startswith("encoder.") and k.endswith("weight"))
+    assert "pretrained_path" not in ck["model_params"]
+    flat = {k.replace("_", "."): v for k, v in source.state_dict().items()}
+    assert any(torch.equal(ck["model"][key], v) for v in flat.values())
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):

@@ -12,7 +12,8 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ["flows", "tasks", "models", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "pyproject.toml"]
+COPY = ["flows", "tasks", "models", "profiles", "data/raw", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
+        "pyproject.toml"]
 
 TINY = {
     "data": {"domains": ["loft", "studio"], "height": 32, "width": 48, "train_size": 16, "val_size": 4,

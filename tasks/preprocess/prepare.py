@@ -38,9 +38,13 @@ def _with_ids(batches: Iterator[dict[str, Any]], prefix: str) -> Iterator[dict[s
 def prepare(params: Params, dataset: str, root: Path) -> dict[str, Any]:
     if dataset not in params.data.domains:
         raise MetadepthError(f"dataset {dataset!r} is not in data.domains {params.data.domains}")
+    if dataset in params.data.sources:  # a real dataset under data/raw/, read by its configured reader
+        from tasks.preprocess.ingest import prepare_source
+
+        return prepare_source(params, dataset, root)
     if dataset not in synthetic.DOMAINS:
         raise MetadepthError(f"dataset {dataset!r}: no reader configured; synthetic domains are "
-                             f"{sorted(synthetic.DOMAINS)}")
+                             f"{sorted(synthetic.DOMAINS)}, real ones need an entry in data.sources")
     d = params.data
     sizes = {"train": d.train_size, "val": d.val_size, "test": d.test_size}
     attrs = {"dataset": dataset, "source_format": "synthetic",

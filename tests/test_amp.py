@@ -1,0 +1,65 @@
+"""Mixed precision and channels_last (runtime.amp, runtime.channels_last): the policy, and bf16 training on CPU."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pytest
+import torch
+from tiny_project import ROOT, tiny_params
+
+from tasks.common import amp_dtype, load_checkpoint, memory_format, precision_context
+from tasks.finetune import run_finetune
+from tasks.initialize import run_init
+from tasks.meta_init import run_meta_init
+from tasks.params import load_params
+from tasks.preprocess.prepare import prepare
+
+CPU = torch.device("cpu")
+
+
+def with_runtime(**runtime):
+    params = load_params(ROOT / "params.yaml")
+    return params.model_copy(update={"runtime": params.runtime.model_copy(update=runtime)})
+
+
+def test_auto_is_off_on_cpu():
+    params = with_runtime(amp="auto", channels_last="auto")
+    assert amp_dtype(params, CPU) is None
+    assert isinstance(precision_context(params, CPU), contextlib.nullcontext)
+    assert memory_format(params, CPU) is torch.contiguous_format
+
+
+def test_forced_settings_apply_on_cpu():
+    params = with_runtime(amp="bf16", channels_last="on")
+    assert amp_dtype(params, CPU) is torch.bfloat16
+    with precision_context(params, CPU):
+        assert torch.is_autocast_enabled("cpu")
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype is torch.bfloat16
+    assert memory_format(params, CPU) is torch.channels_last
+    assert amp_dtype(with_runtime(amp="off"), CPU) is None
+    assert memory_format(with_runtime(channels_last="off"), CPU) is torch.contiguous_format
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_bf16_channels_last_training_on_cpu_is_finite(tmp_path, restore_threads):
+    root = tmp_path
+    (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    tiny_params(root / "params.yaml", runtime={"num_threads": 1, "amp": "bf16", "channels_last": "on"})
+    params = load_params(root / "params.yaml")
+    prepare(params, params.data.train_domain, root)
+    run_init(params, root, "random")
+    meta = run_meta_init(params, root, "meta")
+    assert math.isfinite(meta["final_loss_last"]) and math.isfinite(meta["final_loss_task_augment"])
+    result = run_finetune(params, root, "meta")
+    assert math.isfinite(result["final_loss"])
+    ck = load_checkpoint(root / "data" / "checkpoints" / "ft_meta.pt")
+    # weights stay float32 (autocast only lowers the compute) and are stored in the plain layout
+    assert all(v.dtype == torch.float32 and v.is_contiguous() for v in ck["model"].values() if v.is_floating_point())
