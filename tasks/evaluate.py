@@ -31,13 +31,14 @@ def predict_full_res(model: torch.nn.Module, rgb: torch.Tensor) -> torch.Tensor:
 
 def run_evaluate(params: Params, root: Path, model_name: str, dataset: str) -> dict[str, Any]:
     ev = params.evaluate
+    proto = ev.protocol(dataset)
     p = paths(root)
     device = select_device(params)
     model, payload = model_from_checkpoint(p["checkpoints"] / f"{model_name}.pt")
     model.to(device).eval()
     data = ShardDataset(shard_path(p["prepared"] / dataset, "test"))
     loader = torch.utils.data.DataLoader(data, batch_size=ev.batch_size, num_workers=params.runtime.num_workers)
-    protocol = {"min_depth": ev.min_depth, "max_depth": ev.max_depth, "crop": ev.crop, "align": ev.align,
+    protocol = {"min_depth": proto.min_depth, "max_depth": proto.max_depth, "crop": proto.crop, "align": proto.align,
                 "aggregation": "mean over images of per-image metrics on valid pixels",
                 "split": "test"}
     per_image: list[dict[str, float]] = []
@@ -45,14 +46,15 @@ def run_evaluate(params: Params, root: Path, model_name: str, dataset: str) -> d
         pred = predict_full_res(model, batch["rgb"].to(device)).float().cpu().numpy()[:, 0]
         gt = batch["depth"].numpy()[:, 0]
         for i in range(gt.shape[0]):
-            m = depth_metrics(pred[i], gt[i], min_depth=ev.min_depth, max_depth=ev.max_depth,
-                              crop=None if ev.crop == "none" else ev.crop,
-                              align=None if ev.align == "none" else ev.align)
+            m = depth_metrics(pred[i], gt[i], min_depth=proto.min_depth, max_depth=proto.max_depth,
+                              crop=None if proto.crop == "none" else proto.crop,
+                              align=None if proto.align == "none" else proto.align)
             if m.get("n_valid", 0) > 0:
                 per_image.append(m)
     if not per_image:
-        raise MetadepthError(f"{dataset}: no test image has valid depth inside [{ev.min_depth}, {ev.max_depth}] m; "
-                             "check evaluate.min_depth/max_depth")
+        caps = f"[{proto.min_depth}, {proto.max_depth}] m"
+        raise MetadepthError(f"{dataset}: no test image has valid depth inside {caps}; "
+                             "check evaluate.min_depth/max_depth/per_dataset")
     result = {
         "model": model_name,
         "dataset": dataset,

@@ -185,13 +185,38 @@ class FinetuneParams(_Strict):
         return self
 
 
-class EvaluateParams(_Strict):
-    models: list[str] = Field(min_length=1)  # checkpoint names under data/checkpoints evaluated on every domain
+class ProtocolParams(_Strict):
     min_depth: float = Field(gt=0)  # evaluation caps (standard protocol: 1e-3 .. 10 m indoors)
     max_depth: float = Field(gt=0)
-    crop: Literal["none", "eigen"]
-    align: Literal["none", "median", "scale_shift"]
+    crop: Literal["none", "eigen"]  # eigen: the NYUv2 Eigen crop
+    align: Literal["none", "median", "scale_shift"]  # none = metric depth (the paper's zero-shot protocol)
+
+    @model_validator(mode="after")
+    def _caps(self) -> ProtocolParams:
+        if self.min_depth >= self.max_depth:
+            raise ValueError("min_depth must be smaller than max_depth")
+        return self
+
+
+class EvaluateParams(ProtocolParams):
+    models: list[str] = Field(min_length=1)  # checkpoint names under data/checkpoints evaluated on every domain
     batch_size: int = Field(ge=1)
+    # Per-dataset protocol: dataset -> any of min_depth/max_depth/crop/align, e.g. nyuv2: {crop: eigen}
+    per_dataset: dict[str, dict[str, Any]] = {}
+
+    @model_validator(mode="after")
+    def _per_dataset(self) -> EvaluateParams:
+        for name in self.per_dataset:
+            self.protocol(name)  # raises naming the dataset and key
+        return self
+
+    def protocol(self, dataset: str) -> ProtocolParams:
+        """The evaluation protocol of one dataset: the defaults above with its per_dataset overrides."""
+        base = self.model_dump(include=set(ProtocolParams.model_fields))
+        try:
+            return ProtocolParams.model_validate(base | (self.per_dataset.get(dataset) or {}))
+        except ValidationError as err:
+            raise ValueError(_format_error(err, f"per_dataset.{dataset}")) from None
 
 
 class ReportParams(_Strict):
@@ -234,6 +259,9 @@ class Params(_Strict):
         for model in self.evaluate.models:
             if model not in known:
                 raise ValueError(f"evaluate.models: {model!r} is not produced by the pipeline (known: {sorted(known)})")
+        for name in self.evaluate.per_dataset:
+            if name not in self.data.domains:
+                raise ValueError(f"evaluate.per_dataset: {name!r} is not in data.domains {self.data.domains}")
         if self.report.baseline not in self.evaluate.models:
             raise ValueError(f"report.baseline {self.report.baseline!r} is not in evaluate.models")
         return self

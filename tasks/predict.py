@@ -72,12 +72,14 @@ class _Item:
 
 
 @dataclass
-class _Found:
+class FoundImages:
+    """What `find_images` found: images with their output names, and the non-image files it passed over."""
+
     files: list[tuple[Path, Path]] = field(default_factory=list)  # (file, output stem relative to out_dir)
     ignored: list[Path] = field(default_factory=list)  # files in folders without an image suffix
 
 
-def find_images(inputs: list[Path], out_dir: Path) -> _Found:
+def find_images(inputs: list[Path], out_dir: Path) -> FoundImages:
     """Expand folders recursively into image files; explicit files are kept whatever their suffix.
 
     A file named on the command line is the user's request, so if it is not an image the user hears about it. Inside a
@@ -85,7 +87,7 @@ def find_images(inputs: list[Path], out_dir: Path) -> _Found:
     and anything under the output folder (a re-run must not eat its own previews) are left out.
     """
     out_resolved = out_dir.resolve()
-    found = _Found()
+    found = FoundImages()
     used: set[str] = set()
 
     def add(path: Path, rel: Path) -> None:
@@ -197,7 +199,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _batches(found: _Found, batch_size: int, max_side: int | None,
+def _batches(found: FoundImages, batch_size: int, max_side: int | None,
              on_skip: Callable[[Path, str], None]) -> Iterator[list[_Item]]:
     """Decoded images grouped by working size, at most `batch_size` per group, in bounded memory."""
     pending: dict[tuple[int, int], list[_Item]] = {}

@@ -33,6 +33,10 @@ def test_default_params_are_valid():
         (("evaluate", "models"), ["ft_nothing"], "evaluate.models"),
         (("augment", "flip_prob"), 1.5, "augment.flip_prob"),
         (("meta", "outer_optimizer"), "rmsprop", "meta.outer_optimizer"),
+        (("evaluate", "per_dataset"), {"loft": {"crop": "middle"}}, "per_dataset.loft: crop"),
+        (("evaluate", "per_dataset"), {"mars": {"crop": "eigen"}}, "evaluate.per_dataset: 'mars'"),
+        (("meta", "variants"), {"meta": {}, "meta_x": {"inner_lr": -1}}, "variants.meta_x: inner_lr"),
+        (("init", "kinds"), ["pretrained"], "pretrained_path is not set"),
     ],
 )
 def test_bad_params_name_the_key(path, value, key_in_message):
@@ -88,3 +92,11 @@ def test_paper_profile_applies_and_validates(tmp_path):
     assert p.model.encoder == "convnext_base" and (p.data.height, p.data.width) == (256, 320)
     assert p.meta.inner_lr == 1e-3 and p.meta.outer_lr == 0.1 and p.finetune.lr == 5e-4  # kept from the paper
     assert p.runtime.device == "cuda"
+
+
+def test_per_dataset_protocol_overrides_only_that_dataset():
+    raw = raw_params()
+    raw["evaluate"]["per_dataset"] = {"office": {"crop": "eigen", "max_depth": 8.0}}
+    p = validate(raw)
+    assert p.evaluate.protocol("office").crop == "eigen" and p.evaluate.protocol("office").max_depth == 8.0
+    assert p.evaluate.protocol("loft").crop == "none" and p.evaluate.protocol("loft").max_depth == 10.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -55,8 +56,14 @@ def rgb01(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
 
 
+@functools.cache
+def _net(checkpoint: Path) -> torch.nn.Module:
+    return model_from_checkpoint(checkpoint)[0].eval()
+
+
 def direct(checkpoint: Path, rgb: np.ndarray) -> np.ndarray:
-    model = model_from_checkpoint(checkpoint)[0].eval()
+    """The network's scale-0 output for one (H, W, 3) float image, called directly."""
+    model = _net(checkpoint)
     with torch.no_grad():
         return model(torch.from_numpy(rgb).permute(2, 0, 1)[None])[0][0, 0].numpy()
 

@@ -23,6 +23,8 @@ from tasks.report import (
     mean_ci,
     mean_over_seeds,
     plot_rmse_bars,
+    protocol_value,
+    protocols,
     relative_change,
     run_report,
     seed_statistics,
@@ -128,6 +130,18 @@ def test_multi_seed_report_shows_intervals(tiny_params_file, tmp_path):
     page = html_report(params, summarise(params, mean_over_seeds(runs)), stats, runs,
                        {"bars": "b.png", "curves": "c.png", "qualitative": "q.png"})
     assert "n=3" in page and "95% CI [" in page and stats["ft_meta"]["studio"]["change"].text("{:+.1f}", " %") in page
+
+
+def test_protocol_may_differ_by_dataset_but_not_by_model(tiny_params_file):
+    params = load_params(tiny_params_file / "params.yaml")
+    runs = fake_runs(params, {m: {"loft": [1.0], "studio": [2.0]} for m in ("ft_scratch", "ft_meta")})
+    for model in runs:  # the Eigen crop on one dataset only, for every model: a valid protocol
+        runs[model]["studio"][0]["protocol"] = {**runs[model]["studio"][0]["protocol"], "crop": "eigen"}
+    protocol, differing = protocols(runs, "ft_scratch")
+    assert differing == [] and protocol["max_depth"] == 10.0
+    assert protocol_value(protocol["crop"]) == "loft: none, studio: eigen"
+    runs["ft_meta"]["loft"][0]["protocol"] = {**runs["ft_meta"]["loft"][0]["protocol"], "max_depth": 80.0}
+    assert protocols(runs, "ft_scratch")[1] == ["ft_meta__loft"]  # one model under other rules: named
 
 
 # --- the page on a real tiny project -------------------------------------------------------------------------------

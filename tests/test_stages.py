@@ -178,3 +178,13 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     torch.save({"some": torch.zeros(1)}, bad)
     with pytest.raises(MetadepthError, match="not a metadepth checkpoint"):
         load_checkpoint(bad)
+
+
+def test_prepare_params_match_dvc_yaml():
+    """The shard's params hash and DVC's prepare stage must see the same keys, or caches disagree."""
+    import yaml
+
+    from tasks.preprocess.prepare import PREPARE_PARAMS
+
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["prepare"]["do"]
+    assert stage["params"] == PREPARE_PARAMS

@@ -19,6 +19,11 @@ from tasks.params import Params, params_hash, subset
 from tasks.preprocess import synthetic
 from tasks.preprocess.shards import SPLITS, write_manifest, write_split
 
+# What a prepared shard depends on; dvc.yaml's prepare stage lists the same keys (not data.train_domain: choosing
+# another training domain must not re-prepare every dataset; not data.render_batch: output is batch-independent).
+PREPARE_PARAMS = ["seed", "data.height", "data.width", "data.train_size", "data.val_size", "data.test_size",
+                  "data.min_depth", "data.max_depth", "data.chunk_frames", "data.compression", "data.sources"]
+
 
 def split_seed(seed: int, split: str) -> int:
     """Independent, stable seeds per split: seed 0's test split must never equal seed 1's train split."""
@@ -48,7 +53,7 @@ def prepare(params: Params, dataset: str, root: Path) -> dict[str, Any]:
     d = params.data
     sizes = {"train": d.train_size, "val": d.val_size, "test": d.test_size}
     attrs = {"dataset": dataset, "source_format": "synthetic",
-             "params_hash": params_hash(subset(params, ["seed", "data"]))}
+             "params_hash": params_hash(subset(params, PREPARE_PARAMS))}
     out_dir = root / "data" / "prepared" / dataset
     rows: list[dict[str, Any]] = []
     with atomic_write(out_dir) as tmp, Progress(transient=True) as bar:
