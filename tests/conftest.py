@@ -44,3 +44,14 @@ def prefect_api(session_dir: Path, mlflow_uri: str):
     (session_dir / ".metadepth").mkdir(exist_ok=True)
     with prefect_server(session_dir) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny nets on a small shared CPU: intra-op threads mostly add contention (erratic 10x slowdowns)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,13 +18,7 @@ from models.losses import depth_loss
 NO_JITTER = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These nets are tiny: on a small shared CPU, intra-op threads mostly add contention (erratic 10x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -7,13 +7,7 @@ from models.network import DepthNet
 SMALL_DECODER = (4, 8, 8, 16, 16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """These nets are tiny: on a small shared CPU, intra-op threads mostly add contention (erratic 10x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -329,15 +329,6 @@ def adapted_mse(model, amplitude, phase, generator, steps=16, lr=0.02) -> float:
         return ((model(xs) - amplitude * torch.sin(xs + phase)) ** 2).mean().item()
 
 
-@pytest.fixture
-def single_thread():
-    """Intra-op threads only add synchronisation overhead to a 64-unit MLP (10x slower on 2 cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_sine_wave_meta_initialisation_adapts_faster_than_random(single_thread):
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
