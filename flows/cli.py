@@ -182,6 +182,22 @@ def repro(ctx: typer.Context) -> None:
 
 
 @app.command()
+def serve(
+    max_parallel: Annotated[int, typer.Option(min=1, help="stages run at once within one pipeline run")] = 2,
+) -> None:
+    """Serve the pipeline and stage flows: start runs, with parameters, from the Prefect UI (Ctrl-C stops)."""
+    with user_errors():
+        root = project_root()
+        configure_env(root)
+        if not os.environ.get("PREFECT_API_URL"):
+            raise MetadepthError("PREFECT_API_URL is not set: start `prefect server start` and export "
+                                 "PREFECT_API_URL=http://127.0.0.1:4200/api (see README)")
+        from flows.pipeline import serve as serve_flows
+
+        serve_flows(root, max_parallel)
+
+
+@app.command()
 def profile(name: Annotated[str, typer.Argument(help="a file in profiles/, e.g. `paper`")]) -> None:
     """Write a profile's overrides (e.g. the paper's GPU setting) into params.yaml, validated."""
     with user_errors():

@@ -7,6 +7,7 @@ started, so a stage computed by `dvc repro` is a cache hit for a later `metadept
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -105,14 +106,16 @@ def topological(stages: list[StageSpec]) -> list[StageSpec]:
 
 
 def _stage_flow(kind: str):
-    @flow(name=f"stage-{kind}", log_prints=True, validate_parameters=True)
     def stage_flow(args: list[str], root: str = ".") -> dict[str, Any]:
         """Run one stage (as `dvc repro` does, through `metadepth stage`)."""
         rootp = Path(root)
         spec = find_stage(rootp, tuple(args))
         return _submit(spec, rootp, os.environ.get(tracking.PARENT_ENV), []).result()
 
-    return stage_flow
+    # A module-level name of its own, so a served deployment can import it back (entrypoint flows.pipeline:<name>).
+    stage_flow.__name__ = stage_flow.__qualname__ = f"{kind}_flow"
+    globals()[stage_flow.__name__] = flow(name=f"stage-{kind}", log_prints=True)(stage_flow)
+    return globals()[stage_flow.__name__]
 
 
 STAGE_FLOWS = {kind: _stage_flow(kind) for kind in STAGE_KINDS}
@@ -128,10 +131,23 @@ def dvc_commit(root: Path) -> None:
             stage.ignore_outs()
 
 
+def params_to_overrides(root: Path, wanted: Params) -> list[str]:
+    """The `-S` overrides that turn params.yaml into `wanted` (a full params object from the Prefect UI form)."""
+    current = tracking.flatten(load_params(root / "params.yaml").model_dump(mode="json"))
+    target = tracking.flatten(wanted.model_dump(mode="json"))
+    return [f"{k}={json.dumps(v)}" for k, v in target.items() if current.get(k) != v]
+
+
 @flow(name="pipeline", log_prints=True)
-def pipeline(root: str = ".", overrides: list[str] | None = None, commit: bool = True) -> dict[str, Any]:
-    """The whole DAG of dvc.yaml as one flow run: a cached task per stage, fan-outs in parallel."""
+def pipeline(root: str = ".", overrides: list[str] | None = None, params: Params | None = None,
+             commit: bool = True) -> dict[str, Any]:
+    """The whole DAG of dvc.yaml as one flow run: a cached task per stage, fan-outs in parallel.
+
+    `params` (the validated schema, a form in the Prefect UI) and `overrides` (`key=value`) are written into
+    params.yaml first, as `dvc exp run -S` does, so DVC and Prefect keep seeing the same values.
+    """
     rootp = Path(root)
+    overrides = (params_to_overrides(rootp, params) if params else []) + list(overrides or [])
     params = apply_overrides(rootp / "params.yaml", overrides) if overrides else load_params(rootp / "params.yaml")
     stages = topological(load_stages(rootp))
     all_params = params.model_dump(mode="json")
@@ -158,6 +174,20 @@ def pipeline(root: str = ".", overrides: list[str] | None = None, commit: bool =
         dvc_commit(rootp)
     return {"cached": cached, "ran": [n for n in futures if n not in cached], "mlflow_run": parent.id,
             "table": results.get("report", {}).get("result", {}).get("table", "")}
+
+
+def serve(root: Path, max_parallel: int, limit: int | None = None) -> None:
+    """Serve the pipeline and the per-stage flows so runs can be started (with parameters) from the Prefect UI."""
+    from prefect import serve as prefect_serve
+    from prefect.types.entrypoint import EntrypointType
+
+    runner = ThreadPoolTaskRunner(max_workers=max_parallel)
+    deployments = [pipeline.with_options(task_runner=runner).to_deployment(
+        name="metadepth", parameters={"root": str(root)}, entrypoint_type=EntrypointType.MODULE_PATH,
+        description="The whole DAG of dvc.yaml; edit params in the form or give key=value overrides.")]
+    deployments += [f.to_deployment(name="metadepth", parameters={"root": str(root)},
+                                    entrypoint_type=EntrypointType.MODULE_PATH) for f in STAGE_FLOWS.values()]
+    prefect_serve(*deployments, limit=limit)
 
 
 def run_pipeline(root: Path, overrides: list[str], max_parallel: int) -> dict[str, Any]:

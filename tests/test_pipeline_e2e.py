@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,38 @@ def test_user_error_is_one_line(tiny):
     r = sh(tiny, "metadepth", "run", "-S", "meta.inner_steps=0", ok=False)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "meta.inner_steps" in r.stderr
+
+
+CLIENT = """
+import sys, time
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+
+with get_client(sync_client=True) as client:
+    deadline = time.time() + 180
+    while True:
+        try:
+            client.read_deployment_by_name("pipeline/metadepth")
+            break
+        except Exception:
+            if time.time() > deadline:
+                sys.exit("deployment never registered")
+            time.sleep(1)
+run = run_deployment("pipeline/metadepth", parameters={"overrides": ["evaluate.batch_size=2"]}, timeout=600)
+print("STATE", run.state.type.value)
+"""
+
+
+def test_served_pipeline_runs_from_the_prefect_api(tiny):
+    """`metadepth serve` registers the flows; a run started through the API (as the UI does) completes."""
+    env = {**os.environ, "PYTHONPATH": str(tiny), "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    server = subprocess.Popen(["metadepth", "serve"], cwd=tiny, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        r = sh(tiny, sys.executable, "-c", CLIENT)
+        assert "STATE COMPLETED" in r.stdout, r.stdout + r.stderr
+        assert "batch_size: 2" in (tiny / "params.yaml").read_text()  # the run's parameter reached params.yaml
+        assert changed_stages(tiny) == set()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
