@@ -222,11 +222,13 @@ def compare(
         typer.echo(compare_table(root, n))
 
 
+from flows.bench_cli import register as register_bench  # noqa: E402
 from flows.data_cli import data_app  # noqa: E402
 from flows.predict_cli import register as register_predict  # noqa: E402
 
 app.add_typer(data_app, name="data")
 register_predict(app)
+register_bench(app)
 
 
 def main() -> None:
