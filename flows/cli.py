@@ -167,8 +167,10 @@ def repro(ctx: typer.Context) -> None:
         from tasks.params import load_params, params_hash
 
         params = load_params(root / "params.yaml").model_dump(mode="json")
+        from tasks.io import project_lock
+
         start = time.time()
-        with prefect_server(root):
+        with project_lock(root, "metadepth repro"), prefect_server(root):
             parent = tracking.Run(root, "pipeline (dvc repro)", params=params,
                                   tags={"kind": "pipeline", "runner": "dvc", "params_hash": params_hash(params)})
             env = {**os.environ, tracking.PARENT_ENV: parent.id}

@@ -17,7 +17,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks import tracking
 from tasks.caching import StageSpec, cache_key, find_stage, load_stages, outputs_exist
-from tasks.io import MetadepthError
+from tasks.io import MetadepthError, project_lock
 from tasks.params import Params, apply_overrides, load_params, params_hash, subset
 
 STAGE_KINDS = ("prepare", "init", "meta_init", "finetune", "evaluate", "report")
@@ -147,6 +147,11 @@ def pipeline(root: str = ".", overrides: list[str] | None = None, params: Params
     params.yaml first, as `dvc exp run -S` does, so DVC and Prefect keep seeing the same values.
     """
     rootp = Path(root)
+    with project_lock(rootp, "metadepth run"):
+        return _pipeline(rootp, overrides, params, commit)
+
+
+def _pipeline(rootp: Path, overrides: list[str] | None, params: Params | None, commit: bool) -> dict[str, Any]:
     overrides = (params_to_overrides(rootp, params) if params else []) + list(overrides or [])
     params = apply_overrides(rootp / "params.yaml", overrides) if overrides else load_params(rootp / "params.yaml")
     stages = topological(load_stages(rootp))

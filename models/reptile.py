@@ -71,6 +71,7 @@ class Reptile:
         inner_augment: InnerAugment | None = None,
         task_augment: TaskAugment | None = None,
         generator: torch.Generator | None = None,
+        skip_nonfinite: bool = False,
     ):
         if inner_steps < 1:
             raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
@@ -90,6 +91,9 @@ class Reptile:
             # Follows torch.manual_seed, so a globally seeded run stays reproducible.
             generator = torch.Generator().manual_seed(torch.initial_seed())
         self.generator = generator
+        # A NaN/inf in any task's loss or delta would poison the mean delta: with this set the whole outer step
+        # is skipped (weights, buffers and optimizer state untouched) and reported, instead of applied.
+        self.skip_nonfinite = skip_nonfinite
         self.step = 0
 
         # The one inner model, reused for every task of every meta step.
@@ -216,9 +220,13 @@ class Reptile:
         with torch.no_grad():
             # grad = meta - mean(inner): SGD with lr 1 lands exactly on the mean adapted weights.
             torch._foreach_div_(self._delta_sum, num_tasks)
+            update_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._delta_sum)))
+            if self.skip_nonfinite and not bool(torch.isfinite(torch.cat([update_norm.view(1), totals])).all()):
+                self.step += 1
+                return {"loss_first": float("nan"), "loss_last": float("nan"), "outer_lr": lr,
+                        "update_norm": float("nan"), "num_tasks": int(num_tasks.item()), "skipped": 1}
             for p, g in zip(self.meta_params, self._delta_sum, strict=True):
                 p.grad = g
-            update_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self._delta_sum)))
             self.outer_optimizer.step()
             for p in self.meta_params:
                 p.grad = None

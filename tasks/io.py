@@ -118,3 +118,31 @@ def require_file(path: Path, hint: str) -> Path:
     if not path.exists():
         raise MetadepthError(f"{path}: not found; {hint}")
     return path
+
+
+@contextmanager
+def project_lock(root: Path, what: str) -> Iterator[None]:
+    """One pipeline run at a time per project: a second run waits (and says so) instead of racing the first
+    over params.yaml, outputs and dvc.lock. An OS file lock, so a killed run never leaves a stale lock behind."""
+    import fcntl
+
+    path = Path(root) / ".metadepth" / "pipeline.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            print(f"{what}: waiting for the pipeline run already in progress in this project ({holder})", flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}: {what}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)

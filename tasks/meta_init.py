@@ -107,7 +107,7 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
     reptile = Reptile(
         model, autocast(loss_fn_for(params.loss)), inner_lr=mp.inner_lr, inner_steps=mp.inner_steps,
         outer_lr=mp.outer_lr, outer_optimizer=mp.outer_optimizer, clip_grad_norm=mp.clip_grad_norm,
-        inner_augment=inner_augment, task_augment=task_augment, generator=g,
+        inner_augment=inner_augment, task_augment=task_augment, generator=g, skip_nonfinite=mp.skip_nonfinite_steps,
     )
     out = p["checkpoints"] / f"{variant}.pt"
     curve = CurveWriter(p["curves"] / f"{variant}.csv", CURVE_COLUMNS)
@@ -125,6 +125,7 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
     stats: dict[str, float] = {}
     with Progress(transient=True, disable=not main) as bar:
         job = bar.add_task(f"meta_init {variant} (Reptile)", total=mp.steps, completed=start)
+        skipped = 0
         for step in range(start, mp.steps):
             tasks = []
             for i in range(per_rank):
@@ -133,7 +134,12 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
                 tasks.append(batch)
             partners = [batch_to(next(batches), device, fmt) for _ in range(per_rank)] if task_augment else None
             stats = reptile.meta_step(tasks, partners)  # losses and update norm are over all ranks' tasks
-            check_finite(stats["loss_last"], f"meta_init {variant}", step, resume.path)
+            if stats.get("skipped"):
+                skipped += 1
+                print(f"meta_init {variant}: step {step}: non-finite loss, step skipped "
+                      f"({skipped} so far; meta.skip_nonfinite_steps)", flush=True)
+            else:
+                check_finite(stats["loss_last"], f"meta_init {variant}", step, resume.path)
             if step % mp.log_every == 0 or step == mp.steps - 1:
                 curve.add({"step": step, **stats})
                 if main:

@@ -124,6 +124,7 @@ class MetaSettings(_Strict):
     outer_lr: float = Field(gt=0)  # paper: 0.1
     outer_optimizer: Literal["sgd", "adam"]
     clip_grad_norm: float | None = Field(default=None, gt=0)
+    skip_nonfinite_steps: bool = False  # NaN/inf in a meta step: skip that step (logged) instead of stopping
     online_augment: bool  # fresh colour jitter + flip at every inner step
     task_augment: TaskAugmentParams
     log_every: int = Field(ge=1)

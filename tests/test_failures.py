@@ -11,7 +11,7 @@ import torch
 from tiny_project import ROOT, tiny_params
 
 import tasks.common
-from tasks.common import save_checkpoint
+from tasks.common import load_checkpoint, save_checkpoint
 from tasks.finetune import run_finetune
 from tasks.initialize import run_init
 from tasks.io import MetadepthError, atomic_write
@@ -108,3 +108,61 @@ def test_atomic_write_replaces_a_directory_whole(tmp_path):
         tmp.mkdir()
         np.save(tmp / "b.npy", np.zeros(1))
     assert sorted(p.name for p in target.iterdir()) == ["b.npy"]
+
+
+def test_reptile_skips_a_nonfinite_step_when_asked():
+    from models.reptile import Reptile
+
+    model = torch.nn.Linear(3, 1)
+    before = [p.detach().clone() for p in model.parameters()]
+    nan_loss = lambda m, batch: m(batch).sum() * float("nan")  # noqa: E731
+    stats = Reptile(model, nan_loss, skip_nonfinite=True).meta_step([torch.ones(2, 3)])
+    assert stats["skipped"] == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    Reptile(model, nan_loss).meta_step([torch.ones(2, 3)])  # default: applied (and caught by the stage)
+    assert not all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_meta_init_nan_stops_or_skips(project, monkeypatch, skip):
+    from tasks.meta_init import run_meta_init
+
+    root, _ = project
+    tiny_params(root / "params.yaml", meta={"steps": 3, "batch_size": 4, "log_every": 1,
+                                            "skip_nonfinite_steps": skip})
+    params = load_params(root / "params.yaml")
+    real = tasks.common.depth_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 6 else loss  # inside outer step 1
+
+    monkeypatch.setattr(tasks.common, "depth_loss", poisoned)
+    if skip:
+        run_meta_init(params, root, "meta")
+        assert load_checkpoint(root / "data" / "checkpoints" / "meta.pt")["step"] == 3
+    else:
+        with pytest.raises(MetadepthError, match="meta_init meta: loss became nan at step 1"):
+            run_meta_init(params, root, "meta")
+
+
+def test_second_run_waits_for_the_first_with_a_message(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys, time; from pathlib import Path; from tasks.io import project_lock\n"
+            "with project_lock(Path(sys.argv[1]), sys.argv[2]):\n"
+            "    print('got', sys.argv[2], time.time(), flush=True); time.sleep(float(sys.argv[3]))\n")
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    first = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), "first", "3"], env=env,
+                             stdout=subprocess.PIPE, text=True)
+    assert first.stdout.readline().startswith("got first")
+    start = time.time()
+    second = subprocess.run([sys.executable, "-c", code, str(tmp_path), "second", "0"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    first.wait(timeout=30)
+    assert "waiting for the pipeline run already in progress" in second.stdout and "first" in second.stdout
+    assert "got second" in second.stdout and time.time() - start > 1.0

@@ -47,6 +47,8 @@ def test_dvc_repro_runs_the_pipeline(tiny):
     assert "report: reports/summary.md" in r.stdout and "| meta-init + fine-tune |" in r.stdout
     assert (tiny / "reports" / "figures" / "qualitative.png").is_file()
     assert changed_stages(tiny) == set()
+    for shared in ["dvc.lock", *map(str, (tiny / "reports").glob("*.*")), *map(str, (tiny / "data/metrics").glob("*"))]:
+        assert str(tiny) not in (tiny / shared).read_text(errors="ignore"), shared
     again = sh(tiny, "dvc", "repro")
     assert "Data and pipelines are up to date." in again.stdout
 
@@ -89,6 +91,8 @@ def test_mlflow_records_parent_and_nested_runs(tiny, mlflow_uri):
     ft = client.search_runs([exp.experiment_id], "tags.stage = 'finetune@meta' and tags.cache != 'hit'")
     assert ft and client.get_metric_history(ft[0].info.run_id, "train_loss")
     assert any(k.endswith("zero_shot_mean.rmse") for k in latest.data.metrics)
+    for run in [latest, *children]:  # no absolute local path leaks into what is shared
+        assert not any(str(tiny) in str(v) for v in {**run.data.tags, **run.data.params}.values())
     arts = [a.path for a in client.list_artifacts(latest.info.run_id, "report")]
     assert "report/summary.md" in arts
 
