@@ -542,6 +542,19 @@ Also: <a href="summary.md">summary.md</a>, <a href="metrics.json">metrics.json</
 """
 
 
+def not_run_rows(params: Params) -> str:
+    """Say which baseline rows are absent and why, so a missing row is never mistaken for a missing result."""
+    lines = []
+    if "pretrained" not in params.init.kinds:
+        lines.append("- pretrained-initialisation baseline: not run (set `init.pretrained_path` to a local encoder "
+                     "weights file, add `pretrained` to `init.kinds` and a `finetune.inits` run from "
+                     "`init_pretrained`).")
+    ablations = [v for v in params.meta.variants if v != "meta"]
+    if not ablations:
+        lines.append("- ablations: none enabled (add entries to `meta.variants`, see params.yaml).")
+    return ("\nNot in this report:\n\n" + "\n".join(lines) + "\n") if lines else ""
+
+
 def run_report(params: Params, root: Path) -> dict[str, Any]:
     runs = as_runs(load_metrics(params, root))  # one seed per cell today; see the module docstring
     summary = summarise(params, mean_over_seeds(runs))
@@ -561,6 +574,7 @@ def run_report(params: Params, root: Path) -> dict[str, Any]:
     mismatch = (f"\n**Warning:** {', '.join(differing)} used another protocol than the baseline on the same dataset; "
                 "re-run their evaluate stages.\n") if differing else ""
     pv = {k: protocol_value(protocol.get(k)) for k in ("min_depth", "max_depth", "crop", "align", "aggregation")}
+    skipped = not_run_rows(params)
     md = f"""# Cross-domain depth report
 
 Trained on **{params.data.train_domain}**, evaluated on the test split of every domain (the others are zero-shot).
@@ -578,7 +592,7 @@ Protocol: depth caps [{pv['min_depth']}, {pv['max_depth']}] m, crop {pv['crop']}
 alignment {pv['align']}, {pv['aggregation']}. Encoder `{params.model.encoder}`,
 {params.data.height}x{params.data.width}, seed {params.seed}, meta steps {params.meta.steps}
 (L={params.meta.inner_steps} inner steps), fine-tuning steps {params.finetune.steps}.
-{mismatch}
+{mismatch}{skipped}
 The full report (bar charts per test domain, intervals, error maps, protocol) is [index.html](index.html).
 
 ![RMSE per test domain](figures/rmse_bars.png)

@@ -103,6 +103,7 @@ def test_report(project):
     assert summary["models"]["ft_scratch"]["studio"]["rmse_change_pct"] == 0.0
     md = (root / "reports" / "summary.md").read_text()
     assert "loft (train)" in md and "meta-init + fine-tune" in md and "zero-shot mean" in md
+    assert "pretrained-initialisation baseline: not run" in md
     for png in ("loss_curves.png", "qualitative.png"):
         assert (root / "reports" / "figures" / png).read_bytes()[:4] == b"\x89PNG"
     curve = pd.read_csv(root / "data" / "curves" / "ft_meta.csv")
@@ -143,6 +144,29 @@ def test_meta_variant_is_an_ablation_with_its_own_settings(project, tmp_path):
     curve = pd.read_csv(root / "data" / "curves" / "meta_l1_no_task_aug.csv")
     assert curve["loss_task_augment"].isna().all()  # task augmentation really off
     assert pd.read_csv(root / "data" / "curves" / "meta.csv")["loss_task_augment"].notna().all()
+
+
+def test_ablation_is_a_report_row(project):
+    """An enabled ablation is fine-tuned, evaluated and shown beside the paper's setting and the baseline."""
+    root, _ = project
+    variants = {"meta": {}, "meta_l1_no_task_aug": {"inner_steps": 1, "task_augment": {
+        "mixup": False, "channel_shuffle": False}}}
+    tiny_params(root / "params.yaml", meta={"steps": 2, "batch_size": 4, "log_every": 1, "variants": variants},
+                finetune={"steps": 2, "batch_size": 4, "log_every": 1, "inits": {
+                    "scratch": "init_random", "meta": "meta", "meta_l1_no_task_aug": "meta_l1_no_task_aug"}},
+                evaluate={"batch_size": 4, "models": ["ft_scratch", "ft_meta", "ft_meta_l1_no_task_aug"]})
+    params = load_params(root / "params.yaml")
+    if not (root / "data/checkpoints/meta_l1_no_task_aug.pt").exists():
+        run_meta_init(params, root, "meta_l1_no_task_aug")
+    run_finetune(params, root, "meta_l1_no_task_aug")
+    for d in params.data.domains:
+        run_evaluate(params, root, "ft_meta_l1_no_task_aug", d)
+    out = run_report(params, root)
+    rows = [line for line in out["table"].splitlines() if line.startswith("| ") and "model" not in line]
+    assert len(rows) == 3 and any("meta_l1_no_task_aug" in r for r in rows)
+    assert "ablations: none enabled" not in (root / "reports" / "summary.md").read_text()
+    summary = json.loads((root / "reports" / "metrics.json").read_text())
+    assert "ft_meta_l1_no_task_aug" in summary["models"]
 
 
 def test_pretrained_init_needs_a_local_file(project, tmp_path):
