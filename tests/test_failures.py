@@ -166,3 +166,42 @@ def test_second_run_waits_for_the_first_with_a_message(tmp_path):
     first.wait(timeout=30)
     assert "waiting for the pipeline run already in progress" in second.stdout and "first" in second.stdout
     assert "got second" in second.stdout and time.time() - start > 1.0
+
+
+def test_interrupted_metrics_and_report_writes_leave_no_half_file(tmp_path, monkeypatch):
+    """The evaluate and report stages write through atomic_write: a failure mid-write leaves no partial file."""
+    import pathlib
+
+    from tasks.evaluate import run_evaluate
+    from tasks.report import run_report
+
+    root = tmp_path
+    (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    tiny_params(root / "params.yaml", finetune={"steps": 2, "batch_size": 4, "log_every": 1,
+                                                "inits": {"scratch": "init_random"}},
+                evaluate={"batch_size": 4, "models": ["ft_scratch"]})
+    params = load_params(root / "params.yaml")
+    for d in params.data.domains:
+        prepare(params, d, root)
+    run_init(params, root, "random")
+    run_finetune(params, root, "scratch")
+    for d in params.data.domains:
+        run_evaluate(params, root, "ft_scratch", d)
+    metrics = root / "data" / "metrics" / "ft_scratch__studio.json"
+    good = metrics.read_text()
+    real_write = pathlib.Path.write_text
+
+    def torn(self, data, *a, **k):
+        real_write(self, data[: len(data) // 2], *a, **k)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", torn)
+    with pytest.raises(MetadepthError, match="disk full"):
+        run_evaluate(params, root, "ft_scratch", "studio")
+    with pytest.raises(MetadepthError, match="disk full"):
+        run_report(params, root)
+    monkeypatch.setattr(pathlib.Path, "write_text", real_write)
+    assert metrics.read_text() == good
+    assert leftovers(root) == []
+    run_report(params, root)  # a clean re-run works
+    assert json.loads((root / "reports" / "metrics.json").read_text())["models"]
