@@ -67,7 +67,7 @@ def _load_stages(root: str, stamp: tuple[float, float]) -> tuple[StageSpec, ...]
                 params += list(d.params)
             else:
                 deps.append(str(d.def_path))
-        specs.append(StageSpec(s.addressing, tuple(words[2:]), tuple(deps), tuple(params),
+        specs.append(StageSpec(s.name, tuple(words[2:]), tuple(deps), tuple(params),
                                tuple(str(o.def_path) for o in s.outs)))
     return tuple(specs)
 

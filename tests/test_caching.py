@@ -1,0 +1,61 @@
+"""The Prefect cache key sees exactly what DVC sees for a stage: dep contents (code included), its params, its cmd."""
+
+from __future__ import annotations
+
+import pytest
+from tiny_project import make_tiny_project, tiny_params
+
+from tasks.caching import cache_key, find_stage, load_stages, outputs_exist
+from tasks.params import load_params
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return make_tiny_project(tmp_path_factory.mktemp("caching") / "p")
+
+
+def key(root, args):
+    return cache_key(root, find_stage(root, args), load_params(root / "params.yaml"))
+
+
+def test_stages_come_from_dvc_yaml(project):
+    names = {s.name for s in load_stages(project)}
+    assert {"prepare@loft", "init@random", "meta_init@meta", "finetune@meta", "evaluate@ft_meta-studio",
+            "report"} <= names
+    spec = find_stage(project, ("finetune", "meta"))
+    assert "data/checkpoints/meta.pt" in spec.deps and "finetune.lr" in spec.params
+    assert [u.name for u in spec.upstream(load_stages(project))] == ["prepare@loft", "meta_init@meta"]
+    assert not outputs_exist(project, spec)
+
+
+def test_key_follows_code_params_and_data_of_the_stage_only(project):
+    ft = ("finetune", "meta")
+    base = key(project, ft)
+    assert key(project, ft) == base  # stable
+
+    (project / "tasks" / "__pycache__").mkdir(exist_ok=True)
+    (project / "tasks" / "__pycache__" / "x.pyc").write_bytes(b"bytecode")
+    assert key(project, ft) == base  # byte-code caches are ignored, as in .dvcignore
+
+    evaluate = project / "tasks" / "evaluate.py"
+    evaluate.write_text(evaluate.read_text() + "\n# another stage's code\n")
+    assert key(project, ft) == base
+
+    tiny_params(project / "params.yaml", evaluate={"batch_size": 3})
+    assert key(project, ft) == base  # another stage's params
+
+    code = project / "tasks" / "finetune.py"
+    original = code.read_text()
+    code.write_text(original + "\n# edited\n")
+    assert key(project, ft) != base  # the stage's own code
+    code.write_text(original)
+    assert key(project, ft) == base
+
+    tiny_params(project / "params.yaml", finetune={"lr": 0.001})
+    assert key(project, ft) != base  # the stage's params
+
+    ck = project / "data" / "checkpoints" / "meta.pt"
+    ck.parent.mkdir(parents=True, exist_ok=True)
+    before = key(project, ft)
+    ck.write_bytes(b"weights")
+    assert key(project, ft) != before  # its input data
