@@ -10,7 +10,9 @@ checkpoint, curve and resume snapshots.
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import torch
 from rich.progress import Progress
 from torch.nn.parallel import DistributedDataParallel
 
-from models.augment import online_augment
+from models.augment import online_augment_batch
 from tasks.common import (
     CurveWriter,
     NullTracker,
@@ -53,11 +55,9 @@ from tasks.preprocess.shards import ShardDataset, shard_path
 from tasks.resume import ResumeState
 
 
-def augment_fn(params: Params):
-    a = params.augment
-    return lambda batch, g: dict(batch, **dict(zip(("rgb", "depth"), online_augment(
-        batch["rgb"], batch["depth"], g, brightness=a.brightness, contrast=a.contrast, saturation=a.saturation,
-        hue=a.hue, flip_prob=a.flip_prob), strict=True)))
+def augment_fn(params: Params) -> Callable[[dict[str, torch.Tensor], torch.Generator], dict[str, torch.Tensor]]:
+    """The paper's online augmentation with the params.yaml strengths, as `fn(batch, generator)`."""
+    return functools.partial(online_augment_batch, **params.augment.model_dump())
 
 
 def run_finetune(params: Params, root: Path, name: str, tracker: Tracker | None = None) -> dict[str, Any]:
