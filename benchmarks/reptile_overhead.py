@@ -6,34 +6,68 @@ outer step, buffer carry-back) must be negligible next to the forward/backward p
     python -m benchmarks.reptile_overhead --encoder convnext_atto --inner-steps 4 --threads 1
 
 On small shared CPU machines, multi-threaded intra-op timings of small convs swing by up to 10x from
-run to run; --threads 1 makes the ratio measurable there.
+run to run; --threads 1 makes the ratio measurable there. `metadepth bench` runs the same measurement
+(`measure_overhead`) on the model of params.yaml.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
+from benchmarks.common import median_times
 from models.losses import depth_loss
 from models.network import DepthNet
 from models.reptile import Reptile
+
+TARGET_RATIO = 1.05
 
 
 def loss_fn(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return depth_loss(model(batch["rgb"]), batch["depth"])
 
 
-def timed(fn) -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+def random_batch(batch_size: int, height: int, width: int, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Random images and depths in the indoor range: timing does not depend on the pixel values."""
+    return {
+        "rgb": torch.rand(batch_size, 3, height, width, device=device),
+        "depth": 0.5 + 5 * torch.rand(batch_size, 1, height, width, device=device),
+    }
+
+
+def measure_overhead(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    inner_steps: int,
+    *,
+    loss: Callable[[torch.nn.Module, Any], torch.Tensor] = loss_fn,
+    repeats: int = 20,
+    warmup: int = 2,
+    lr: float = 1e-3,
+) -> dict[str, Any]:
+    """Median time of L plain SGD steps and of one meta step with L inner steps, on the same model and batch.
+
+    The two are alternated so slow drifts of the machine (thermal, other load) hit both alike; medians discard
+    the occasional stall. The model is trained in place by both (its values do not matter for timing).
+    """
+    sgd = torch.optim.SGD(model.parameters(), lr=lr)
+
+    def plain_sgd() -> None:
+        for _ in range(inner_steps):
+            sgd.zero_grad(set_to_none=True)
+            loss(model, batch).backward()
+            sgd.step()
+
+    reptile = Reptile(model, loss, inner_lr=lr, inner_steps=inner_steps, outer_lr=0.1)
+    t = median_times({"sgd": plain_sgd, "meta": lambda: reptile.meta_step([batch])}, repeats, warmup)
+    r = t["meta"] / t["sgd"]
+    return {"inner_steps": inner_steps, "batch_size": int(batch["rgb"].shape[0]),
+            "resolution": list(batch["rgb"].shape[-2:]), "repeats": repeats,
+            "plain_sgd_ms": round(t["sgd"] * 1e3, 2), "meta_step_ms": round(t["meta"] * 1e3, 2),
+            "ratio_meta_over_sgd": round(r, 4), "target_ratio": TARGET_RATIO, "within_target": r <= TARGET_RATIO}
 
 
 def main() -> None:
@@ -55,42 +89,28 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
     model = DepthNet(args.encoder).to(device)
-    batch = {
-        "rgb": torch.rand(args.batch_size, 3, args.height, args.width, device=device),
-        "depth": 0.5 + 5 * torch.rand(args.batch_size, 1, args.height, args.width, device=device),
-    }
-    lr = 1e-3
-
-    sgd = torch.optim.SGD(model.parameters(), lr=lr)
-
-    def plain_sgd() -> None:
-        for _ in range(args.inner_steps):
-            sgd.zero_grad(set_to_none=True)
-            loss_fn(model, batch).backward()
-            sgd.step()
-
-    reptile = Reptile(model, loss_fn, inner_lr=lr, inner_steps=args.inner_steps, outer_lr=0.1)
-
-    def meta_step() -> None:
-        reptile.meta_step([batch])
-
-    for _ in range(args.warmup):
-        plain_sgd()
-        meta_step()
-    # Alternate the two so slow drifts of the machine (thermal, other load) hit both alike; medians
-    # discard the occasional stall.
-    sgd_times, meta_times = [], []
-    for _ in range(args.repeats):
-        sgd_times.append(timed(plain_sgd))
-        meta_times.append(timed(meta_step))
-    t_sgd, t_meta = statistics.median(sgd_times), statistics.median(meta_times)
+    batch = random_batch(args.batch_size, args.height, args.width, device)
+    out = measure_overhead(model, batch, args.inner_steps, repeats=args.repeats, warmup=args.warmup)
     print(
         f"device={device} encoder={args.encoder} L={args.inner_steps} batch={args.batch_size} "
         f"size={args.height}x{args.width} threads={torch.get_num_threads()}"
     )
-    print(f"{args.inner_steps} plain SGD steps: {t_sgd * 1e3:.1f} ms")
-    print(f"1 meta step ({args.inner_steps} inner steps): {t_meta * 1e3:.1f} ms")
-    print(f"ratio meta/plain: {t_meta / t_sgd:.3f}")
+    print(f"{args.inner_steps} plain SGD steps: {out['plain_sgd_ms']:.1f} ms")
+    print(f"1 meta step ({args.inner_steps} inner steps): {out['meta_step_ms']:.1f} ms")
+    print(f"ratio meta/plain: {out['ratio_meta_over_sgd']:.3f}")
+
+
+def bench(cfg: Any) -> dict[str, Any]:
+    """`metadepth bench` section: the model, inner steps and task batch of params.yaml (meta section)."""
+    from tasks.common import build_model, loss_fn_for
+
+    p = cfg.params
+    torch.manual_seed(p.seed)
+    model = build_model(p.model.model_dump())
+    batch = random_batch(p.meta.batch_size, p.data.height, p.data.width)
+    out = measure_overhead(model, batch, p.meta.inner_steps, loss=loss_fn_for(p.loss),
+                           repeats=cfg.size(15, 2), warmup=cfg.size(2, 1), lr=p.meta.inner_lr)
+    return {"encoder": p.model.encoder, **out}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,186 @@
+"""What every `metadepth bench` section shares: the configuration, timing, memory sampling, fixture frames.
+
+Why medians of alternating repeats: this project is developed on a shared 2-core VM where a single timing can be
+off by 10x. Each section measures the things it compares side by side, in the same process and interleaved where
+possible, so the ratios it reports survive the noise even when the absolute rates do not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.params import Params, validate
+
+# --quick: sizes small enough for a test (the whole bench in seconds), through the same code paths.
+QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
+    "data": {"height": 32, "width": 48},
+    "model": {"encoder": "test_convnext"},
+    "finetune": {"batch_size": 4},
+    "meta": {"batch_size": 4},
+    "evaluate": {"batch_size": 8},
+}
+
+
+@dataclass
+class BenchConfig:
+    """One bench run: the (possibly shrunk) params, the sizes to use and a scratch folder for fixtures."""
+
+    root: Path
+    params: Params
+    quick: bool
+    threads: int
+    workdir: Path
+    timing_root: Path
+    default_threads: int = 1  # torch's own default thread count, before the bench set --threads
+    _frames: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    def size(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+    @property
+    def domain(self) -> str:
+        """A synthetic domain to render fixtures from: the training domain when it is synthetic."""
+        from tasks.preprocess.synthetic import DOMAINS
+
+        d = self.params.data.train_domain
+        return d if d in DOMAINS else sorted(DOMAINS)[0]
+
+    def frames(self) -> dict[str, np.ndarray]:
+        """Synthetic frames at the params resolution, rendered once and shared by the sections that need data."""
+        if self._frames is None:
+            from tasks.preprocess import synthetic
+
+            d = self.params.data
+            n = self.size(d.train_size, 32)
+            batches = list(synthetic.generate(self.domain, n, self.params.seed, d.height, d.width, d.render_batch))
+            self._frames = {k: np.concatenate([b[k] for b in batches]) for k in ("rgb", "depth", "intrinsics")}
+        return self._frames
+
+
+def shrink_for_quick(params: Params) -> Params:
+    """params.yaml with QUICK_OVERRIDES applied and validated like any override."""
+    raw = params.model_dump(mode="json")
+    for section, values in QUICK_OVERRIDES.items():
+        raw[section] = {**raw[section], **values}
+    return validate(raw, "params.yaml with --quick sizes")
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds of one call (CUDA synchronised, so GPU work is inside the interval)."""
+    import torch
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
+def median_times(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each function, calls interleaved so machine drift hits all of them alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def ratio(a: float, b: float) -> float:
+    return float(a / b) if b > 0 else float("nan")
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc; NaN elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM), NaN where /proc is missing.
+
+    Not ru_maxrss: Linux carries the parent's peak over fork + exec into it, so a child started by the bench (torch
+    and models loaded) would report the bench's peak instead of its own.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+class ChildrenRSS(threading.Thread):
+    """Peak resident size of the largest child process and of this process plus all children, every 20 ms.
+
+    ru_maxrss of children is no use for spawned workers: a child started by fork + exec inherits its parent's peak.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.child_peak = self.total_peak = 0.0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._done.wait(0.02):
+            sizes = []
+            for p in me.children(recursive=True):
+                try:
+                    sizes.append(p.memory_info().rss / 2**20)
+                except psutil.Error:
+                    pass
+            self.child_peak = max([self.child_peak, *sizes])
+            self.total_peak = max(self.total_peak, me.memory_info().rss / 2**20 + sum(sizes))
+
+    def __enter__(self) -> ChildrenRSS:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self.join()
+
+
+def run_child(module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> dict[str, Any]:
+    """Run `python -m module args...` in a fresh process (with `env` added) and return the JSON it prints last.
+
+    A fresh process per measurement is the only way to get a peak memory that belongs to that measurement alone,
+    or a torch thread pool set up differently from this process's.
+    """
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def loadavg() -> list[float] | None:
+    """1, 5 and 15 minute load averages: on a shared machine they say how much the numbers can be trusted."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None

@@ -1,0 +1,146 @@
+"""Two settings of the training step that a params key could switch: torch threads and `torch.compile`.
+
+threads: the fine-tuning step at 1 torch thread vs torch's default (one per core, what runtime.num_threads 0 gives),
+and the default with OMP_WAIT_POLICY=PASSIVE (OpenMP threads sleep instead of spinning while they wait). Each in a
+fresh process, in alternating rounds. On a small shared machine more threads can be much slower, not faster.
+
+compile: the same step eager vs `torch.compile(model)` (default mode, inductor), on identical copies of the weights.
+Compile time is the first compiled step minus a steady compiled step, measured twice: cold (an empty inductor cache,
+what every fresh machine or cache-less CI job pays) and warm (the on-disk cache just filled, what a later stage
+process on the same machine pays). It has to be won back within one stage's steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import BenchConfig, median_times, ratio, run_child, shrink_for_quick
+from benchmarks.reptile_overhead import random_batch
+
+
+def finetune_step(params: Any, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Callable[[], None]:
+    """One step of tasks/finetune.py's loop (augmentation, loss, backward, clipping, Adam) as a closure."""
+    from tasks.common import loss_fn_for
+    from tasks.finetune import augment_fn
+
+    ft = params.finetune
+    optimizer = torch.optim.Adam(model.parameters(), lr=ft.lr, weight_decay=ft.weight_decay)
+    loss_fn, augment = loss_fn_for(params.loss), augment_fn(params)
+    g = torch.Generator().manual_seed(params.seed)
+
+    def step() -> None:
+        b = augment(batch, g) if ft.online_augment else batch
+        loss = loss_fn(model, b)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if ft.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), ft.clip_grad_norm)
+        optimizer.step()
+
+    return step
+
+
+def _model_and_batch(cfg: BenchConfig) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    from tasks.common import build_model
+
+    p = cfg.params
+    torch.manual_seed(p.seed)
+    return build_model(p.model.model_dump()).train(), random_batch(p.finetune.batch_size, p.data.height, p.data.width)
+
+
+def child_steps(root: Path, quick: bool, threads: int, steps: int) -> dict[str, Any]:
+    """Median fine-tuning step time in this (fresh) process at `threads` torch threads (0: torch's default)."""
+    from tasks.params import load_params
+
+    params = load_params(root / "params.yaml")
+    cfg = BenchConfig(root=root, params=shrink_for_quick(params) if quick else params, quick=quick, threads=threads,
+                      workdir=root, timing_root=root)
+    if threads:
+        torch.set_num_threads(threads)
+    model, batch = _model_and_batch(cfg)
+    step = finetune_step(cfg.params, model, batch)
+    times = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return {"threads": torch.get_num_threads(), "step_ms": round(statistics.median(times[1:]) * 1e3, 1),
+            "steps_ms": [round(t * 1e3, 1) for t in times[1:]]}
+
+
+def bench_threads(cfg: BenchConfig) -> dict[str, Any]:
+    """Each setting in its own process, because an OpenMP pool's size and wait policy are fixed once it exists."""
+    many = cfg.default_threads
+    variants = {"1_thread": (1, {}), f"{many}_threads": (0, {}),
+                f"{many}_threads_omp_passive": (0, {"OMP_WAIT_POLICY": "PASSIVE"})}
+    if cfg.quick:
+        variants.pop(f"{many}_threads_omp_passive")
+    steps = cfg.size(5, 2)
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    for _ in range(cfg.size(2, 1)):  # rounds over the settings, so load changes hit all of them
+        for name, (threads, env) in variants.items():
+            results[name].append(run_child("benchmarks.cpu_step", str(cfg.root), str(int(cfg.quick)), str(threads),
+                                           str(steps), env=env))
+    step_ms = {name: statistics.median(r["step_ms"] for r in runs) for name, runs in results.items()}
+    return {"default_threads": many, "batch_size": cfg.params.finetune.batch_size, "steps_per_process": steps,
+            "step_ms": step_ms, "speedup_default_over_1_thread": round(ratio(step_ms["1_thread"],
+                                                                             step_ms[f"{many}_threads"]), 3),
+            "runs": results}
+
+
+def _first_step_s(step: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def _fresh_inductor_cache(directory: str) -> contextlib.AbstractContextManager:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
+    except ImportError:  # private API: without it the cold number may be a warm one, said in the result
+        return contextlib.nullcontext()
+    return temporary_cache_dir(directory)
+
+
+def bench_compile(cfg: BenchConfig) -> dict[str, Any]:
+    if cfg.quick:
+        return {"skipped": "--quick: compiling takes minutes on a small CPU"}
+    p = cfg.params
+    eager, batch = _model_and_batch(cfg)
+    eager_step = finetune_step(p, eager, batch)
+    try:
+        with _fresh_inductor_cache(str(cfg.workdir / "inductor")):
+            cold_step = finetune_step(p, torch.compile(copy.deepcopy(eager)), batch)
+            cold_first = _first_step_s(cold_step)
+            torch._dynamo.reset()  # forget the compiled graphs in memory; the on-disk cache stays
+            compiled_step = finetune_step(p, torch.compile(copy.deepcopy(eager)), batch)
+            warm_first = _first_step_s(compiled_step)
+            t = median_times({"eager": eager_step, "compiled": compiled_step}, cfg.size(8, 2), warmup=1)
+    except Exception as err:  # inductor needs a C++ toolchain; any failure is the answer "not usable here"
+        return {"available": False, "error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
+    finally:
+        torch._dynamo.reset()
+    gain = t["eager"] - t["compiled"]
+    return {"available": True, "encoder": p.model.encoder, "batch_size": p.finetune.batch_size,
+            "resolution": [p.data.height, p.data.width], "eager_step_ms": round(t["eager"] * 1e3, 1),
+            "compiled_step_ms": round(t["compiled"] * 1e3, 1),
+            "speedup_compiled_over_eager": round(ratio(t["eager"], t["compiled"]), 3),
+            "compile_s_cold_cache": round(cold_first - t["compiled"], 1),
+            "compile_s_warm_cache": round(warm_first - t["compiled"], 1),
+            "steps_to_break_even_cold": round((cold_first - t["compiled"]) / gain) if gain > 0 else None,
+            "finetune_steps": p.finetune.steps}
+
+
+if __name__ == "__main__":
+    root, quick, threads, steps = sys.argv[1:]
+    print(json.dumps(child_steps(Path(root), quick == "1", int(threads), int(steps))))
