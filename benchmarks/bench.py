@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BenchConfig, loadavg, shrink_for_quick
+from benchmarks.common import BenchConfig, bench_device, loadavg, shrink_for_quick
 from tasks.io import MetadepthError, atomic_write
 
 SCHEMA_VERSION = 1
@@ -106,7 +106,8 @@ def run_bench(
         "quick": quick, "command": "metadepth bench" + (" --quick" if quick else "")
         + f" --threads {threads}" + (f" --only {','.join(names)}" if only else ""),
         "git_commit": git_commit(root), "machine": _machine(torch.get_num_threads()), "loadavg_before": loadavg(),
-        "params": {"encoder": params.model.encoder, "resolution": [params.data.height, params.data.width],
+        "params": {"device": str(bench_device(params)), "encoder": params.model.encoder,
+                   "resolution": [params.data.height, params.data.width],
                    "finetune_batch_size": params.finetune.batch_size, "meta_batch_size": params.meta.batch_size,
                    "inner_steps": params.meta.inner_steps, "num_workers": params.runtime.num_workers,
                    "compression": params.data.compression, "chunk_frames": params.data.chunk_frames},
@@ -165,8 +166,9 @@ def headlines(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
                   f"{_fmt(reads['shard'])} / {_fmt(reads['png'])} / {_fmt(reads['jpeg'])}")]
     elif name == "shard_format":
         for row in r["layouts"]:
-            rows.append((f"{row['compression']}, chunk_frames {row['chunk_frames']}",
-                         f"{row['bytes_per_frame']:,} B/frame, {_fmt(row['random_read_samples_per_s'])} reads/s"))
+            rows.append((f"{row['compression']}, chunk_frames {row['chunk_frames']}: B/frame, reads/s "
+                         "(cached handles)", f"{row['bytes_per_frame']:,}, {_fmt(row['random_read_samples_per_s'])} "
+                                             f"({_fmt(row['random_read_cached_handles_per_s'])})"))
     elif name == "generation":
         g = r["generator"]
         rows.append(("generator frames/s (peak RSS MB)", f"{_fmt(g['frames_per_s'])} ({_fmt(g['peak_rss_mb'])})"))
@@ -192,7 +194,7 @@ def headlines(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("default pipeline: share outside training",
                      _fmt(d["share_outside_training"]) if d.get("measured") else "not measured"))
     elif name == "threads":
-        for variant, ms in r["step_ms"].items():
+        for variant, ms in r.get("step_ms", {}).items():
             rows.append((f"finetune step ms, {variant.replace('_', ' ')}", _fmt(ms)))
     elif name == "compile":
         if r.get("available"):

@@ -69,6 +69,47 @@ class BenchConfig:
         return self._frames
 
 
+def bench_device(params: Params) -> Any:
+    """The device the training stages would use (runtime.device), falling back to the CPU instead of failing."""
+    import torch
+
+    return torch.device("cuda" if params.runtime.device != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def finetune_step(params: Params, model: Any, batch: dict[str, Any], device: Any = None) -> Callable[[], None]:
+    """One step of tasks/finetune.py's loop as a closure, with the same per-step work and the same policies.
+
+    Moving the (CPU) batch to the device, online augmentation, autocast (runtime.amp) and memory layout
+    (runtime.channels_last), loss, backward, clipping and Adam: on the CPU defaults the policies are no-ops.
+    """
+    import torch
+
+    from tasks.common import apply_memory_format, batch_to, loss_fn_for, memory_format, precision_context
+    from tasks.finetune import augment_fn
+
+    device = device or torch.device("cpu")
+    ft = params.finetune
+    fmt = memory_format(params, device)
+    apply_memory_format(model.to(device), fmt).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=ft.lr, weight_decay=ft.weight_decay)
+    loss_fn, augment = loss_fn_for(params.loss), augment_fn(params)
+    g = torch.Generator().manual_seed(params.seed)
+
+    def step() -> None:
+        b = batch_to(batch, device, fmt)
+        if ft.online_augment:
+            b = augment(b, g)
+        with precision_context(params, device):
+            loss = loss_fn(model, b)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if ft.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), ft.clip_grad_norm)
+        optimizer.step()
+
+    return step
+
+
 def shrink_for_quick(params: Params) -> Params:
     """params.yaml with QUICK_OVERRIDES applied and validated like any override."""
     raw = params.model_dump(mode="json")

@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import torch
 
-from benchmarks.common import BenchConfig, ratio, timed
+from benchmarks.common import BenchConfig, bench_device, ratio, timed
 from benchmarks.loader import write_shard
 
 PREDICT_BATCH = 4  # `metadepth predict` default
@@ -49,6 +49,9 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
         predict_paths(checkpoint, [images], root / "predictions", batch_size=PREDICT_BATCH, device="auto")
 
     evaluate(), predict()  # warm-up: first-call allocations, lazy imports
+    device = bench_device(p)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     times: dict[str, list[float]] = {"evaluate": [], "predict": []}
     for _ in range(cfg.size(3, 1)):
         times["evaluate"].append(timed(evaluate))
@@ -57,4 +60,6 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     return {"resolution": [p.data.height, p.data.width], "encoder": p.model.encoder, "images": n,
             "evaluate_batch_size": p.evaluate.batch_size, "predict_batch_size": PREDICT_BATCH,
             "evaluate_images_per_s": round(n / t["evaluate"], 1), "predict_images_per_s": round(n / t["predict"], 1),
-            "evaluate_over_predict": round(ratio(t["predict"], t["evaluate"]), 2)}
+            "evaluate_over_predict": round(ratio(t["predict"], t["evaluate"]), 2), "device": str(device),
+            "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20)
+            if device.type == "cuda" else None}

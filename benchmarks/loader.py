@@ -8,7 +8,10 @@ share of a step spent loading. For scale it also decodes the same frames from PN
 in memory: the file system is left out, so this is the decoders' best case), the alternative to shards.
 
 `shard_format`: the same frames written with every compression (none / lzf / gzip) and chunk_frames (1 / 8):
-file size and random-access read speed (the training access pattern), to check params.yaml's lzf + 1.
+file size and random-access read speed (the training access pattern), to check params.yaml's lzf + 1. Reads are
+timed through ShardDataset as it is, and with the HDF5 dataset handles cached (`cached_handles_read_rate`): the
+per-sample handle lookup costs more than decompressing a small frame, so only the second shows what each layout
+itself costs.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from benchmarks.common import BenchConfig, median_times, ratio, timed
+from benchmarks.common import BenchConfig, bench_device, finetune_step, median_times, ratio, timed
 
 COMPRESSIONS = ("none", "lzf", "gzip")
 CHUNK_FRAMES = (1, 8)
@@ -53,13 +56,18 @@ def loader_rate(make: Callable[[], Iterator[Any]], n_batches: int, batch_size: i
     return n_batches * batch_size / timed(pull)
 
 
-def step_rate(params: Any, batch: dict[str, torch.Tensor], repeats: int) -> float:
-    """Samples/s of the fine-tuning step of tasks/finetune.py at the params.yaml model."""
-    from benchmarks.cpu_step import finetune_step
+def step_rate(params: Any, batch: dict[str, torch.Tensor], repeats: int) -> tuple[float, float | None]:
+    """Samples/s of the fine-tuning step of tasks/finetune.py at the params.yaml model, on the training device,
+    and the step's peak GPU memory in MB (None on the CPU)."""
     from tasks.common import build_model
 
-    step = finetune_step(params, build_model(params.model.model_dump()).train(), batch)
-    return len(batch["rgb"]) / median_times({"step": step}, repeats, warmup=1)["step"]
+    device = bench_device(params)
+    step = finetune_step(params, build_model(params.model.model_dump()), batch, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rate = len(batch["rgb"]) / median_times({"step": step}, repeats, warmup=1)["step"]
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return rate, peak
 
 
 def _encode(frames: dict[str, np.ndarray], ext: str, params: list[int]) -> list[tuple[bytes, bytes]]:
@@ -126,7 +134,7 @@ def bench_loader(cfg: BenchConfig) -> dict[str, Any]:
             lambda: infinite_batches(data, bs, p.seed, workers), n_batches, bs))
     loader_sps = max(rates["batches_at"])
     batch = next(batches_at(data, bs, p.seed, itertools.count(), num_workers=0))
-    step_sps = step_rate(p, {"rgb": batch["rgb"], "depth": batch["depth"]}, cfg.size(8, 2))
+    step_sps, step_gpu_mb = step_rate(p, {"rgb": batch["rgb"], "depth": batch["depth"]}, cfg.size(8, 2))
 
     # Per-sample decoding vs per-sample shard reads, same frames, same random order, same output tensors.
     n = len(frames["depth"])
@@ -145,7 +153,8 @@ def bench_loader(cfg: BenchConfig) -> dict[str, Any]:
         "num_workers": workers, "frames": n, "batches_timed": n_batches,
         "loader_samples_per_s": round(loader_sps, 1),
         "infinite_batches_samples_per_s": round(max(rates["infinite_batches"]), 1),
-        "step_samples_per_s": round(step_sps, 2),
+        "step_samples_per_s": round(step_sps, 2), "step_device": str(bench_device(p)),
+        "step_peak_gpu_memory_mb": None if step_gpu_mb is None else round(step_gpu_mb),
         "headroom_loader_over_step": round(ratio(loader_sps, step_sps), 1),
         "loading_share_of_step_with_workers_0": round(1 / (1 + ratio(loader_sps, step_sps)), 4),
         "random_read_samples_per_s": {k: round(v, 1) for k, v in best.items()},
@@ -174,14 +183,17 @@ def bench_shard_format(cfg: BenchConfig) -> dict[str, Any]:
                                                                          chunk_frames=k))
         paths[(c, k)] = path
     reads: dict[tuple[str, int], list[float]] = {key: [] for key in layouts}
+    cached: dict[tuple[str, int], list[float]] = {key: [] for key in layouts}
     for _ in range(cfg.size(3, 1)):  # rounds over all layouts, so load changes hit every layout alike
         for key in layouts:
             reads[key].append(random_read_rate(paths[key], order))
+            cached[key].append(cached_handles_read_rate(paths[key], order))
     rows = []
     for c, k in layouts:
         rows.append({"compression": c, "chunk_frames": k, "bytes": paths[(c, k)].stat().st_size,
                      "bytes_per_frame": round(paths[(c, k)].stat().st_size / n),
                      "random_read_samples_per_s": round(max(reads[(c, k)]), 1),
+                     "random_read_cached_handles_per_s": round(max(cached[(c, k)]), 1),
                      "write_frames_per_s": round(n / write_s[(c, k)], 1)})
     default = next(r for r in rows if r["compression"] == p.data.compression
                    and r["chunk_frames"] == p.data.chunk_frames) if p.data.chunk_frames in CHUNK_FRAMES else None

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import median_times
+from benchmarks.common import bench_device, median_times
 from models.losses import depth_loss
 from models.network import DepthNet
 from models.reptile import Reptile
@@ -105,12 +105,13 @@ def bench(cfg: Any) -> dict[str, Any]:
     from tasks.common import build_model, loss_fn_for
 
     p = cfg.params
+    device = bench_device(p)
     torch.manual_seed(p.seed)
-    model = build_model(p.model.model_dump())
-    batch = random_batch(p.meta.batch_size, p.data.height, p.data.width)
+    model = build_model(p.model.model_dump()).to(device)
+    batch = random_batch(p.meta.batch_size, p.data.height, p.data.width, device)
     out = measure_overhead(model, batch, p.meta.inner_steps, loss=loss_fn_for(p.loss),
                            repeats=cfg.size(15, 2), warmup=cfg.size(2, 1), lr=p.meta.inner_lr)
-    return {"encoder": p.model.encoder, **out}
+    return {"encoder": p.model.encoder, "device": str(device), **out}
 
 
 if __name__ == "__main__":
