@@ -208,6 +208,7 @@ def headlines(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def print_table(report: dict[str, Any], console: Any = None) -> None:
+    """The headline numbers as a rich table, titled with the conditions they were measured under."""
     from rich.console import Console
     from rich.table import Table
 

@@ -146,6 +146,7 @@ def median_times(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 
 
 
 def ratio(a: float, b: float) -> float:
+    """a / b, NaN instead of an exception when b is not positive (a broken measurement shows, not crashes)."""
     return float(a / b) if b > 0 else float("nan")
 
 

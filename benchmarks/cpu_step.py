@@ -70,7 +70,7 @@ def bench_threads(cfg: BenchConfig) -> dict[str, Any]:
         for name, (threads, env) in variants.items():
             results[name].append(run_child("benchmarks.cpu_step", str(cfg.root), str(int(cfg.quick)), str(threads),
                                            str(steps), env=env))
-    step_ms = {name: statistics.median(r["step_ms"] for r in runs) for name, runs in results.items()}
+    step_ms = {name: round(statistics.median(r["step_ms"] for r in runs), 1) for name, runs in results.items()}
     return {"default_threads": many, "batch_size": cfg.params.finetune.batch_size, "steps_per_process": steps,
             "step_ms": step_ms,
             "speedup_over_1_thread": {name: round(ratio(step_ms["1_thread"], ms), 3) for name, ms in step_ms.items()
@@ -79,27 +79,31 @@ def bench_threads(cfg: BenchConfig) -> dict[str, Any]:
 
 
 def _first_step_s(step: Callable[[], None]) -> float:
+    """Seconds of the first call: for a compiled model, compilation plus one step."""
     start = time.perf_counter()
     step()
     return time.perf_counter() - start
 
 
-def _fresh_inductor_cache(directory: str) -> contextlib.AbstractContextManager:
+def _fresh_inductor_cache(directory: str) -> contextlib.AbstractContextManager | None:
+    """An empty inductor cache for the duration, or None where torch's (private) helper is missing."""
     try:
         from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
-    except ImportError:  # private API: without it the cold number may be a warm one, said in the result
-        return contextlib.nullcontext()
+    except ImportError:
+        return None
     return temporary_cache_dir(directory)
 
 
 def bench_compile(cfg: BenchConfig) -> dict[str, Any]:
+    """Eager vs compiled step time and the compile time (cold and warm cache); skipped by --quick."""
     if cfg.quick:
         return {"skipped": "--quick: compiling takes minutes on a small CPU"}
     p = cfg.params
     eager, batch = _model_and_batch(cfg)
     eager_step = finetune_step(p, eager, batch)
+    fresh = _fresh_inductor_cache(str(cfg.workdir / "inductor"))
     try:
-        with _fresh_inductor_cache(str(cfg.workdir / "inductor")):
+        with fresh or contextlib.nullcontext():
             cold_step = finetune_step(p, torch.compile(copy.deepcopy(eager)), batch)
             cold_first = _first_step_s(cold_step)
             torch._dynamo.reset()  # forget the compiled graphs in memory; the on-disk cache stays
@@ -117,6 +121,7 @@ def bench_compile(cfg: BenchConfig) -> dict[str, Any]:
             "speedup_compiled_over_eager": round(ratio(t["eager"], t["compiled"]), 3),
             "compile_s_cold_cache": round(cold_first - t["compiled"], 1),
             "compile_s_warm_cache": round(warm_first - t["compiled"], 1),
+            "cold_cache_isolated": fresh is not None,  # False: "cold" may have hit an existing on-disk cache
             "steps_to_break_even_cold": round((cold_first - t["compiled"]) / gain) if gain > 0 else None,
             "finetune_steps": p.finetune.steps}
 

@@ -23,6 +23,7 @@ FIXTURE_SIZE = (120, 160)
 
 
 def child_generate(domain: str, n: int, seed: int, height: int, width: int, batch: int) -> dict[str, Any]:
+    """(In a fresh process.) Stream n frames as the prepare stage does; frames/s and this process's memory."""
     from tasks.preprocess import synthetic
 
     before = rss_mb()
@@ -35,6 +36,7 @@ def child_generate(domain: str, n: int, seed: int, height: int, width: int, batc
 
 def child_ingest(source: Path, out: Path, workers: int, height: int, width: int, compression: str,
                  chunk_frames: int) -> dict[str, Any]:
+    """(In a fresh process.) Ingest the fixture with `workers` readers; frames/s and every process's peak memory."""
     from tasks.preprocess.ingest import ingest
     from tasks.preprocess.readers import make_reader
 
@@ -55,6 +57,7 @@ def child_ingest(source: Path, out: Path, workers: int, height: int, width: int,
 
 
 def bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Generator frames/s and ingest frames/s for 0, 1, 2 reader workers, each in a fresh process with its memory."""
     from tasks.preprocess.memcheck import write_fixture
 
     d = cfg.params.data

@@ -22,6 +22,7 @@ PREDICT_BATCH = 4  # `metadepth predict` default
 
 
 def bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Images/s of the evaluate stage's body and of `metadepth predict`, on the same frames and model."""
     from tasks.common import build_model, save_checkpoint
     from tasks.evaluate import run_evaluate
     from tasks.predict import predict_paths

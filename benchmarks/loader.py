@@ -116,6 +116,7 @@ def cached_handles_read_rate(path: Path, order: list[int]) -> float:
 
 
 def bench_loader(cfg: BenchConfig) -> dict[str, Any]:
+    """Loader samples/s vs fine-tuning step samples/s (the headroom), and per-sample shard reads vs decoding."""
     from tasks.distributed import batches_at
     from tasks.preprocess.shards import ShardDataset, infinite_batches
 
@@ -171,6 +172,7 @@ def bench_loader(cfg: BenchConfig) -> dict[str, Any]:
 
 
 def bench_shard_format(cfg: BenchConfig) -> dict[str, Any]:
+    """Size, random-read and write speed of every compression x chunk_frames layout, on the same frames."""
     p = cfg.params
     frames = cfg.frames()
     n = len(frames["depth"])

@@ -118,6 +118,7 @@ def _default_run_share(cfg: BenchConfig) -> dict[str, Any]:
 
 
 def bench(cfg: BenchConfig) -> dict[str, Any]:
+    """Cached-run timings on a tiny project (skipped by --quick) and the time split of recorded pipeline runs."""
     default_run = _default_run_share(cfg)
     if cfg.quick:
         return {"skipped": "--quick: the cached-run timings need a full tiny pipeline run (minutes)",

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="tiny sizes (tests/CI): seconds, not minutes; skips the "
-                                                        "orchestration and torch.compile timings")] = False,
+                                                        "orchestration, threads and torch.compile timings")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="where to write the JSON report "
                                                            "(default: reports/bench.json)")] = None,
     threads: Annotated[int, typer.Option(min=0, help="torch intra-op threads for every section; 1 keeps timings "

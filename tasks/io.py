@@ -108,7 +108,8 @@ def content_hash(path: Path | str) -> str:
         raise MetadepthError(f"{path}: not found")
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        if "__pycache__" in f.parts or f.suffix == ".pyc" or f.name.startswith(".") and ".tmp-" in f.name:
+        # .gitignore files are written by `dvc commit` into output folders: bookkeeping, not content.
+        if "__pycache__" in f.parts or f.suffix == ".pyc" or f.name == ".gitignore" or ".tmp-" in f.name:
             continue
         h.update(f.relative_to(path).as_posix().encode() + b"\0" + sha256_file(f).encode())
     return h.hexdigest()

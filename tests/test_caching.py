@@ -56,6 +56,8 @@ def test_key_follows_code_params_and_data_of_the_stage_only(project):
 
     ck = project / "data" / "checkpoints" / "meta.pt"
     ck.parent.mkdir(parents=True, exist_ok=True)
-    before = key(project, ft)
+    before, report_before = key(project, ft), key(project, ("report",))
+    (ck.parent / ".gitignore").write_text("/meta.pt\n")  # written by `dvc commit`: not content
+    assert key(project, ("report",)) == report_before  # the report depends on the whole folder
     ck.write_bytes(b"weights")
     assert key(project, ft) != before  # its input data
