@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
 
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="a metadepth checkpoint, e.g. data/checkpoints/ft_meta.pt")],
+    checkpoint: Annotated[Path, typer.Argument(help="a metadepth checkpoint, e.g. data/checkpoints/seed0/ft_meta.pt")],
     inputs: Annotated[list[Path], typer.Argument(help="image files or folders (searched recursively for "
                                                       ".png .jpg .jpeg .bmp .tif)")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (mirrors the input layout)")] = Path(

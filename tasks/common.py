@@ -55,10 +55,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def paths(root: Path) -> dict[str, Path]:
+def paths(root: Path, seed: int | None = None) -> dict[str, Path]:
+    """Where stage outputs live; with a training seed, checkpoints/curves/metrics are that seed's `seed<k>/`."""
     data = root / "data"
-    return {"prepared": data / "prepared", "checkpoints": data / "checkpoints", "metrics": data / "metrics",
-            "curves": data / "curves", "reports": root / "reports"}
+    run = f"seed{seed}" if seed is not None else ""
+    return {"prepared": data / "prepared", "checkpoints": data / "checkpoints" / run, "metrics": data / "metrics" / run,
+            "curves": data / "curves" / run, "reports": root / "reports"}
+
+
+def training_seed(params: Params, seed: int | None) -> int:
+    """The run's training seed: one of `seeds` (default the first), so a typo cannot train an unlisted seed."""
+    if seed is None:
+        return params.seeds[0]
+    if seed not in params.seeds:
+        raise MetadepthError(f"seed {seed} is not in seeds {params.seeds}; add it to seeds in params.yaml")
+    return seed
 
 
 def build_model(model_params: dict[str, Any], pretrained_path: str | None = None) -> DepthNet:

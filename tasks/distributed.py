@@ -239,7 +239,7 @@ def _check_devices(params: Params) -> None:
                              "lower it (one process per GPU)")
 
 
-def launch(params: Params, root: Path, stage: str, arg: str, tracker: Any, curve: Path,
+def launch(params: Params, root: Path, stage: str, arg: str, seed: int, tracker: Any, curve: Path,
            metric_names: dict[str, str]) -> dict[str, Any]:
     """Run `stage arg` under torchrun with runtime.nproc_per_node processes; returns rank 0's result.
 
@@ -258,7 +258,7 @@ def launch(params: Params, root: Path, stage: str, arg: str, tracker: Any, curve
         params_file, result_file = Path(tmp) / "params.json", Path(tmp) / "result.json"
         params_file.write_text(json.dumps(params.model_dump(mode="json")))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
-               "-m", "tasks.distributed", stage, arg, str(Path(root).resolve()),
+               "-m", "tasks.distributed", stage, arg, str(Path(root).resolve()), "--seed", str(seed),
                "--params", str(params_file), "--result", str(result_file)]
         print(f"{stage} {arg}: launching {n} processes with torchrun", flush=True)
         errors: list[str] = []
@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", choices=STAGES)
     parser.add_argument("arg", help="meta variant or finetune run name")
     parser.add_argument("root", type=Path, help="project root")
+    parser.add_argument("--seed", type=int, help="training seed (default the first of params seeds)")
     parser.add_argument("--params", type=Path, help="params file (default ROOT/params.yaml)")
     parser.add_argument("--result", type=Path, help="where rank 0 writes the stage's result as JSON")
     args = parser.parse_args(argv)
@@ -370,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params or args.root / "params.yaml")
         init_worker(params)
         try:
-            result = _stage_runner(args.stage)(params, args.root, args.arg)
+            result = _stage_runner(args.stage)(params, args.root, args.arg, seed=args.seed)
             if is_main_rank() and args.result:
                 args.result.write_text(json.dumps(result))
         finally:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from models.metrics import depth_metrics
-from tasks.common import model_from_checkpoint, paths, select_device
+from tasks.common import model_from_checkpoint, paths, select_device, training_seed
 from tasks.io import MetadepthError, atomic_write
 from tasks.params import Params
 from tasks.preprocess.shards import ShardDataset, shard_path
@@ -29,14 +29,16 @@ def predict_full_res(model: torch.nn.Module, rgb: torch.Tensor) -> torch.Tensor:
     return model(rgb)[0]
 
 
-def run_evaluate(params: Params, root: Path, model_name: str, dataset: str) -> dict[str, Any]:
+def run_evaluate(params: Params, root: Path, model_name: str, dataset: str, seed: int | None = None) -> dict[str, Any]:
     ev = params.evaluate
     proto = ev.protocol(dataset)
-    p = paths(root)
+    seed = training_seed(params, seed)
+    p = paths(root, seed)
+    prepared = paths(root)["prepared"]
     device = select_device(params)
     model, payload = model_from_checkpoint(p["checkpoints"] / f"{model_name}.pt")
     model.to(device).eval()
-    data = ShardDataset(shard_path(p["prepared"] / dataset, "test"))
+    data = ShardDataset(shard_path(prepared / dataset, "test"))
     loader = torch.utils.data.DataLoader(data, batch_size=ev.batch_size, num_workers=params.runtime.num_workers)
     protocol = {"min_depth": proto.min_depth, "max_depth": proto.max_depth, "crop": proto.crop, "align": proto.align,
                 "aggregation": "mean over images of per-image metrics on valid pixels",
@@ -58,6 +60,7 @@ def run_evaluate(params: Params, root: Path, model_name: str, dataset: str) -> d
     result = {
         "model": model_name,
         "dataset": dataset,
+        "seed": seed,
         "metrics": {k: float(np.mean([m[k] for m in per_image])) for k in METRICS},
         "n_images": len(per_image),
         "n_valid_pixels": int(sum(m["n_valid"] for m in per_image)),

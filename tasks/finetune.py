@@ -36,6 +36,7 @@ from tasks.common import (
     report_progress,
     save_checkpoint,
     seed_everything,
+    training_seed,
 )
 from tasks.distributed import (
     barrier,
@@ -60,24 +61,26 @@ def augment_fn(params: Params) -> Callable[[dict[str, torch.Tensor], torch.Gener
     return functools.partial(online_augment_batch, **params.augment.model_dump())
 
 
-def run_finetune(params: Params, root: Path, name: str, tracker: Tracker | None = None) -> dict[str, Any]:
-    """Fine-tune run `name` (a key of finetune.inits) from its initial checkpoint; writes ft_<name>.pt."""
+def run_finetune(params: Params, root: Path, name: str, tracker: Tracker | None = None,
+                 seed: int | None = None) -> dict[str, Any]:
+    """Fine-tune from start checkpoint `name` (an entry of finetune.inits) of `seed`; writes ft_<name>.pt."""
     tracker = tracker or NullTracker()
     ft = params.finetune
     if name not in ft.inits:
-        raise MetadepthError(f"finetune run {name!r} is not in finetune.inits {sorted(ft.inits)}")
+        raise MetadepthError(f"finetune run {name!r} is not in finetune.inits {ft.inits}")
+    seed = training_seed(params, seed)
     if needs_launch(params):
-        return launch(params, root, "finetune", name, tracker, paths(root)["curves"] / f"ft_{name}.csv",
+        return launch(params, root, "finetune", name, seed, tracker, paths(root, seed)["curves"] / f"ft_{name}.csv",
                       {"loss": "train_loss", "lr": "lr"})
     rank, world = rank_and_world()
     main = is_main_rank()
     if ft.batch_size % world:
         raise MetadepthError(f"finetune.batch_size {ft.batch_size} is the global batch and cannot be split over "
                              f"{world} processes; make it a multiple of runtime.nproc_per_node")
-    p = paths(root)
+    p = paths(root, seed)
     device = training_device(params)
     fmt = memory_format(params, device)
-    source = p["checkpoints"] / f"{ft.inits[name]}.pt"
+    source = p["checkpoints"] / f"{name}.pt"
     model, init_payload = model_from_checkpoint(source)
     apply_memory_format(model.to(device), fmt).train()
     train = shard_path(p["prepared"] / params.data.train_domain, "train")
@@ -90,11 +93,11 @@ def run_finetune(params: Params, root: Path, name: str, tracker: Tracker | None 
     # Same seed for every initialisation: the scratch and meta runs see the same batches and augmentations.
     # The augmentation generator is reseeded at every step from (seed, step, rank): a resumed run or another
     # process count needs no generator state to draw what an uninterrupted run draws.
-    seed_everything(params.seed)
-    g = torch.Generator().manual_seed(params.seed)
+    seed_everything(seed)
+    g = torch.Generator().manual_seed(seed)
     # A resume file is only valid for the exact same inputs; anything else starts over.
     resume = ResumeState(out, params_hash([subset(params, ["seed", "data", "loss", "augment", "finetune"]),
-                                           name, content_hash(source), data_hash, {"world_size": world}]),
+                                           name, seed, content_hash(source), data_hash, {"world_size": world}]),
                          params.runtime.resume_every)
     # Rank 0 writes the snapshot, every rank restores it (the same file, so the same state everywhere).
     start = resume.load(model=model, optimizer=optimizer, scheduler=scheduler, generator=g, curve=curve)
@@ -103,7 +106,7 @@ def run_finetune(params: Params, root: Path, name: str, tracker: Tracker | None 
     # load, and `model` (unwrapped) is what gets saved, so checkpoints have the same keys for any process count.
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
-    batches = batches_at(ShardDataset(train), ft.batch_size, params.seed, itertools.count(start),
+    batches = batches_at(ShardDataset(train), ft.batch_size, seed, itertools.count(start),
                          part=(rank, world), num_workers=params.runtime.num_workers)
     loss_fn = loss_fn_for(params.loss)
     augment = augment_fn(params) if ft.online_augment else None
@@ -113,7 +116,7 @@ def run_finetune(params: Params, root: Path, name: str, tracker: Tracker | None 
         for step in range(start, ft.steps):
             batch = batch_to(next(batches), device, fmt)
             if augment is not None:
-                batch = augment(batch, g.manual_seed(stream_seed(params.seed, step, rank)))
+                batch = augment(batch, g.manual_seed(stream_seed(seed, step, rank)))
             with precision_context(params, device):
                 loss = loss_fn(net, batch)
             loss_value = mean_across_ranks(loss)  # the global batch's loss, the same number on every rank
@@ -139,7 +142,8 @@ def run_finetune(params: Params, root: Path, name: str, tracker: Tracker | None 
     digests = check_ranks_agree(model, f"finetune {name}")
     if main:
         save_checkpoint(out, model, init_payload["model_params"], step=ft.steps, data_hash=data_hash,
-                        info={"stage": "finetune", "init": name, "source": source.name, "world_size": world})
+                        info={"stage": "finetune", "init": name, "source": source.name, "world_size": world,
+                              "seed": seed})
         curve.close()
         resume.clear()
     result = {"checkpoint": str(out.relative_to(root)), "final_loss": loss_value, "steps": ft.steps}

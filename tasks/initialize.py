@@ -1,4 +1,4 @@
-"""The init stage: starting weights as checkpoints, `init_random` (from the seed) or `init_pretrained`.
+"""The init stage: starting weights as checkpoints, `scratch` (random, from the seed) or `pretrained`.
 
 The random initialisation is a checkpoint of its own so the meta-learning stage and the scratch baseline provably
 start from the same weights: the comparison the paper's headline number rests on. `pretrained` loads a local
@@ -10,26 +10,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tasks.common import build_model, paths, save_checkpoint, seed_everything
+from tasks.common import build_model, paths, save_checkpoint, seed_everything, training_seed
 from tasks.io import MetadepthError, require_file
 from tasks.params import Params
 
 
-def run_init(params: Params, root: Path, kind: str) -> dict[str, Any]:
+def run_init(params: Params, root: Path, kind: str, seed: int | None = None) -> dict[str, Any]:
     if kind not in params.init.kinds:
         raise MetadepthError(f"init kind {kind!r} is not in init.kinds {params.init.kinds}")
     pretrained = None
     if kind == "pretrained":
         pretrained = str(require_file(Path(params.init.pretrained_path).expanduser(),
                                       "init.pretrained_path must name a local encoder weights file"))
-    seed_everything(params.seed)
+    seed = training_seed(params, seed)
+    seed_everything(seed)  # the decoder (and a scratch encoder) draw their initial weights from the seed
     try:
         model = build_model(params.model.model_dump(), pretrained_path=pretrained)
     except (RuntimeError, FileNotFoundError) as err:
         raise MetadepthError(f"init.pretrained_path: {err}") from None
-    out = paths(root)["checkpoints"] / f"init_{kind}.pt"
+    out = paths(root, seed)["checkpoints"] / f"{kind}.pt"
     # Stored model params never name the weights file: the weights are in the checkpoint, and a rebuild on
     # another machine must not look for the file.
     save_checkpoint(out, model, params.model.model_dump(), step=0, data_hash="",
-                    info={"stage": "init", "kind": kind, "seed": params.seed})
+                    info={"stage": "init", "kind": kind, "seed": seed})
     return {"checkpoint": str(out.relative_to(root)), "parameters": sum(p.numel() for p in model.parameters())}

@@ -37,6 +37,7 @@ from tasks.common import (
     report_progress,
     save_checkpoint,
     seed_everything,
+    training_seed,
 )
 from tasks.distributed import (
     barrier,
@@ -59,22 +60,24 @@ from tasks.resume import ResumeState
 CURVE_COLUMNS = ["step", "loss_first", "loss_last", "loss_task_augment", "update_norm"]
 
 
-def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tracker | None = None) -> dict[str, Any]:
+def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tracker | None = None,
+                  seed: int | None = None) -> dict[str, Any]:
     """Learn meta-initialisation `variant` (a key of meta.variants: 'meta' is the paper's, others ablations).
 
     `meta.tasks_per_step` is per process: under torchrun an outer step averages tasks_per_step * nproc tasks.
     """
     tracker = tracker or NullTracker()
+    seed = training_seed(params, seed)
     if needs_launch(params):
-        return launch(params, root, "meta_init", variant, tracker, paths(root)["curves"] / f"{variant}.csv",
+        return launch(params, root, "meta_init", variant, seed, tracker, paths(root, seed)["curves"] / f"{variant}.csv",
                       {c: f"meta_{c}" for c in CURVE_COLUMNS if c != "step"})
     rank, world = rank_and_world()
     main = is_main_rank()
     mp = params.meta.variant(variant)
-    p = paths(root)
+    p = paths(root, seed)
     device = training_device(params)
     fmt = memory_format(params, device)
-    init = p["checkpoints"] / "init_random.pt"
+    init = p["checkpoints"] / "scratch.pt"
     model, init_payload = model_from_checkpoint(init)
     apply_memory_format(model.to(device), fmt).train()
     train = shard_path(p["prepared"] / params.data.train_domain, "train")
@@ -102,8 +105,8 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
     if mp.online_augment:
         augment = augment_fn(params)
         inner_augment = lambda batch, _g: augment(batch, batch["generator"])  # noqa: E731
-    seed_everything(params.seed)
-    g = torch.Generator().manual_seed(params.seed)  # Reptile's own stream: unused while tasks bring theirs
+    seed_everything(seed)
+    g = torch.Generator().manual_seed(seed)  # Reptile's own stream: unused while tasks bring theirs
     reptile = Reptile(
         model, autocast(loss_fn_for(params.loss)), inner_lr=mp.inner_lr, inner_steps=mp.inner_steps,
         outer_lr=mp.outer_lr, outer_optimizer=mp.outer_optimizer, clip_grad_norm=mp.clip_grad_norm,
@@ -111,7 +114,7 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
     )
     out = p["checkpoints"] / f"{variant}.pt"
     curve = CurveWriter(p["curves"] / f"{variant}.csv", CURVE_COLUMNS)
-    resume = ResumeState(out, params_hash([subset(params, ["seed", "data", "loss", "augment"]), mp.model_dump(),
+    resume = ResumeState(out, params_hash([subset(params, ["seed", "data", "loss", "augment"]), seed, mp.model_dump(),
                                            content_hash(init), data_hash, {"world_size": world}]),
                          params.runtime.resume_every)
     # Rank 0 writes the snapshot, every rank restores it (the same file, so the same state everywhere).
@@ -119,7 +122,7 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
     barrier()
     per_rank = mp.tasks_per_step
     per_step = per_rank * world  # tasks averaged by one outer step, over all ranks
-    batches = batches_at(ShardDataset(train), mp.batch_size, params.seed,
+    batches = batches_at(ShardDataset(train), mp.batch_size, seed,
                          meta_positions(start, per_rank, rank, world, partners=task_augment is not None),
                          num_workers=params.runtime.num_workers)
     stats: dict[str, float] = {}
@@ -130,7 +133,7 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
             tasks = []
             for i in range(per_rank):
                 batch = batch_to(next(batches), device, fmt)
-                batch["generator"] = task_generator(params.seed, step * per_step + rank * per_rank + i)
+                batch["generator"] = task_generator(seed, step * per_step + rank * per_rank + i)
                 tasks.append(batch)
             partners = [batch_to(next(batches), device, fmt) for _ in range(per_rank)] if task_augment else None
             stats = reptile.meta_step(tasks, partners)  # losses and update norm are over all ranks' tasks
@@ -154,7 +157,7 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
     if main:
         save_checkpoint(out, model, init_payload["model_params"], step=mp.steps, data_hash=data_hash,
                         info={"stage": "meta_init", "variant": variant, "inner_steps": mp.inner_steps,
-                              "tasks_per_step": mp.tasks_per_step, "world_size": world})
+                              "tasks_per_step": mp.tasks_per_step, "world_size": world, "seed": seed})
         curve.close()
         resume.clear()
     result = {"checkpoint": str(out.relative_to(root)), **{f"final_{k}": v for k, v in stats.items()}}

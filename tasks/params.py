@@ -78,11 +78,12 @@ class ModelParams(_Strict):
         return self
 
 
-INIT_KINDS = ("random", "pretrained")
+INIT_KINDS = ("scratch", "pretrained")
 
 
 class InitParams(_Strict):
-    kinds: list[Literal["random", "pretrained"]] = Field(min_length=1)  # -> data/checkpoints/init_<kind>.pt
+    # -> data/checkpoints/seed<k>/<kind>.pt: 'scratch' is random weights from the seed, 'pretrained' a local file
+    kinds: list[Literal["scratch", "pretrained"]] = Field(min_length=1)
     pretrained_path: str | None = None  # local encoder weights (.pth/.safetensors) for 'pretrained'; never downloaded
 
     @model_validator(mode="after")
@@ -169,7 +170,9 @@ class MetaParams(MetaSettings):
 
 
 class FinetuneParams(_Strict):
-    inits: dict[str, str] = Field(min_length=1)  # run name -> initial checkpoint (init_<kind> or a meta variant)
+    # Start checkpoints to fine-tune (an init kind or a meta variant); run `x` writes checkpoint ft_<x>. A list of
+    # checkpoint names, not a name -> checkpoint mapping, so dvc.yaml's matrix can name the dependency.
+    inits: list[str] = Field(min_length=1)
     steps: int = Field(ge=1)
     batch_size: int = Field(ge=1)
     lr: float = Field(gt=0)  # paper: Adam 5e-4
@@ -178,6 +181,13 @@ class FinetuneParams(_Strict):
     clip_grad_norm: float | None = Field(default=None, gt=0)
     online_augment: bool
     log_every: int = Field(ge=1)
+
+    @field_validator("inits")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("start checkpoints must be unique")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> FinetuneParams:
@@ -237,7 +247,10 @@ class RuntimeParams(_Strict):
 
 
 class Params(_Strict):
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0)  # the data seed: synthetic frames and splits (the same data for every training seed)
+    # Training seeds: every init, meta-initialisation and fine-tuning run is trained once per seed (its weights,
+    # data order and augmentation draws), outputs under seed<k>/; the report gives means and 95% intervals.
+    seeds: list[int] = Field(min_length=1)
     data: DataParams
     model: ModelParams
     init: InitParams
@@ -249,12 +262,19 @@ class Params(_Strict):
     report: ReportParams
     runtime: RuntimeParams
 
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError("seeds must be unique non-negative integers, e.g. [0, 1, 2]")
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> Params:
-        starts = {f"init_{k}" for k in self.init.kinds} | set(self.meta.variants)
-        for name, source in self.finetune.inits.items():
+        starts = set(self.init.kinds) | set(self.meta.variants)
+        for source in self.finetune.inits:
             if source not in starts:
-                raise ValueError(f"finetune.inits.{name}: {source!r} is not produced by the pipeline; use one of "
+                raise ValueError(f"finetune.inits: {source!r} is not produced by the pipeline; use one of "
                                  f"{sorted(starts)} (init.kinds, meta.variants)")
         known = starts | {f"ft_{name}" for name in self.finetune.inits}
         for model in self.evaluate.models:

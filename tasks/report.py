@@ -8,10 +8,10 @@ rebuilt at any time without re-running anything else. Outputs:
 - `reports/metrics.json`: the DVC metrics file, so its keys are flat-ish and stable: `dvc metrics diff` compares
   experiments on it.
 
-Seeds: every statistic below takes, per model and domain, a *list* of metrics files, one per seed (paired by
-position across models: seed i of a model against seed i of the baseline). The pipeline currently produces one seed,
-so the lists have length 1 and the report shows point values marked n=1; with several seeds it shows means and 95%
-t-intervals without any change here.
+Seeds: every statistic below takes, per model and domain, a *list* of metrics files, one per training seed of
+params `seeds` (paired by position across models: seed i of a model against seed i of the baseline). With one seed
+the lists have length 1 and the report shows point values marked n=1; with several it shows means and 95%
+t-intervals.
 """
 
 from __future__ import annotations
@@ -39,9 +39,8 @@ from tasks.params import Params  # noqa: E402
 from tasks.preprocess.shards import ShardDataset, shard_path  # noqa: E402
 
 LABELS = {
-    "init": "random init, no training",
-    "init_random": "random init, no training",
-    "init_pretrained": "pretrained encoder, no training",
+    "scratch": "random init, no training",
+    "pretrained": "pretrained encoder, no training",
     "meta": "meta-init only (no fine-tuning)",
     "ft_scratch": "scratch + fine-tune (baseline)",
     "ft_meta": "meta-init + fine-tune",
@@ -161,14 +160,17 @@ def seed_statistics(params: Params, runs: Runs) -> dict[str, dict[str, dict[str,
 # --- loading and the headline summary ----------------------------------------------------------------------------
 
 
-def load_metrics(params: Params, root: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    out: dict[str, dict[str, dict[str, Any]]] = {}
+def load_metrics(params: Params, root: Path) -> Runs:
+    """Every metrics file of every training seed, in `seeds` order (the order pairs runs across models)."""
+    out: Runs = {}
     for model in params.evaluate.models:
         for dataset in params.data.domains:
-            path = paths(root)["metrics"] / f"{model}__{dataset}.json"
-            if not path.is_file():
-                raise MetadepthError(f"{path}: metrics file missing; run `metadepth stage evaluate {model} {dataset}`")
-            out.setdefault(model, {})[dataset] = json.loads(path.read_text())
+            for seed in params.seeds:
+                path = paths(root, seed)["metrics"] / f"{model}__{dataset}.json"
+                if not path.is_file():
+                    raise MetadepthError(f"{path}: metrics file missing; run "
+                                         f"`metadepth stage evaluate {model} {dataset} {seed}`")
+                out.setdefault(model, {}).setdefault(dataset, []).append(json.loads(path.read_text()))
     return out
 
 
@@ -258,25 +260,32 @@ def _save(fig: plt.Figure, out: Path, dpi: int) -> None:
 
 
 def plot_curves(params: Params, root: Path, out: Path) -> list[str]:
-    """Reptile inner-loop losses (first and last inner step, per meta variant) and the fine-tuning losses."""
-    curves = paths(root)["curves"]
+    """Reptile inner-loop losses (first and last inner step, per meta variant) and the fine-tuning losses.
+
+    Several seeds: one line per seed in the same colour, labelled once, so the spread between seeds is visible.
+    """
     variants = list(params.meta.variants)
     names = variants + [f"ft_{n}" for n in params.finetune.inits]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    colors = iter(plt.get_cmap("tab10").colors)
+
+    def draw(ax: Any, name: str, columns: dict[str, str]) -> None:
+        for col, text in columns.items():
+            color = next(colors)
+            for i, seed in enumerate(params.seeds):
+                f = paths(root, seed)["curves"] / f"{name}.csv"
+                if f.is_file():
+                    df = pd.read_csv(f)
+                    if col in df:
+                        ax.plot(df["step"], df[col], color=color, lw=1.2 if len(params.seeds) == 1 else 0.9,
+                                label=text if i == 0 else None)
+
     for variant in variants:
-        f = curves / f"{variant}.csv"
-        if f.is_file():
-            df = pd.read_csv(f)
-            prefix = "" if len(variants) == 1 else f"{variant}, "
-            for col in ("loss_first", "loss_last"):
-                if col in df:
-                    axes[0].plot(df["step"], df[col], label=prefix + col.replace("loss_", "inner step: "))
+        prefix = "" if len(variants) == 1 else f"{variant}, "
+        draw(axes[0], variant, {c: prefix + c.replace("loss_", "inner step: ") for c in ("loss_first", "loss_last")})
     axes[0].set(title="Reptile inner-loop loss (task mean)", xlabel="outer step", ylabel="loss", yscale="log")
     for name in names[len(variants):]:
-        f = curves / f"{name}.csv"
-        if f.is_file():
-            df = pd.read_csv(f)
-            axes[1].plot(df["step"], df["loss"], label=label(name))
+        draw(axes[1], name, {"loss": label(name)})
     axes[1].set(title="fine-tuning loss", xlabel="step", ylabel="loss", yscale="log")
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
@@ -328,7 +337,8 @@ def plot_qualitative(params: Params, root: Path, out: Path) -> list[str]:
     Depth panels share one colour scale (0 to the evaluation cap) and error panels another, so columns compare
     directly; invalid ground truth (0) is blank in the GT and error panels.
     """
-    p = paths(root)
+    p = paths(root, params.seeds[0])  # the first training seed's models
+    p["prepared"] = paths(root)["prepared"]
     models = [m for m in params.evaluate.models if m.startswith("ft_")] or list(params.evaluate.models)
     base = params.report.baseline
     models = sorted(models, key=lambda m: m != base)  # baseline first, the way the table reads
@@ -503,7 +513,8 @@ def html_report(params: Params, summary: dict[str, Any], stats: dict[str, dict[s
 <p class="sub">Meta-initialization (Reptile) vs. the same network from the same random initialization.
 Trained on <b>{esc(params.data.train_domain)}</b>, evaluated zero-shot on {esc(", ".join(d for d in domains
 if d != params.data.train_domain) or "no other domain")}. Encoder <code>{esc(params.model.encoder)}</code>,
-{params.data.height}×{params.data.width}, seed {params.seed}, meta variants {esc(variants)}
+{params.data.height}×{params.data.width}, data seed {params.seed},
+training seeds {esc(str(params.seeds))}, meta variants {esc(variants)}
 ({params.meta.steps} outer steps, L={params.meta.inner_steps}), fine-tuning {params.finetune.steps} steps.</p>
 <div class="cards">{"".join(cards)}</div>
 
@@ -536,7 +547,8 @@ map is that frame's RMSE.</p>
 
 <h2>Evaluation protocol</h2>
 {proto_warn}<table id="protocol"><tbody>{proto_rows}</tbody></table>
-<p class="note">From the <code>protocol</code> field of <code>data/metrics/&lt;model&gt;__&lt;dataset&gt;.json</code>.
+<p class="note">From the <code>protocol</code> field of
+<code>data/metrics/seed&lt;k&gt;/&lt;model&gt;__&lt;dataset&gt;.json</code>.
 Also: <a href="summary.md">summary.md</a>, <a href="metrics.json">metrics.json</a>.</p>
 </main></body></html>
 """
@@ -547,8 +559,7 @@ def not_run_rows(params: Params) -> str:
     lines = []
     if "pretrained" not in params.init.kinds:
         lines.append("- pretrained-initialisation baseline: not run (set `init.pretrained_path` to a local encoder "
-                     "weights file, add `pretrained` to `init.kinds` and a `finetune.inits` run from "
-                     "`init_pretrained`).")
+                     "weights file, add `pretrained` to `init.kinds` and to `finetune.inits`).")
     ablations = [v for v in params.meta.variants if v != "meta"]
     if not ablations:
         lines.append("- ablations: none enabled (add entries to `meta.variants`, see params.yaml).")
@@ -556,7 +567,7 @@ def not_run_rows(params: Params) -> str:
 
 
 def run_report(params: Params, root: Path) -> dict[str, Any]:
-    runs = as_runs(load_metrics(params, root))  # one seed per cell today; see the module docstring
+    runs = load_metrics(params, root)
     summary = summarise(params, mean_over_seeds(runs))
     stats = seed_statistics(params, runs)
     reports = paths(root)["reports"]
@@ -590,7 +601,8 @@ no interval):
 
 Protocol: depth caps [{pv['min_depth']}, {pv['max_depth']}] m, crop {pv['crop']},
 alignment {pv['align']}, {pv['aggregation']}. Encoder `{params.model.encoder}`,
-{params.data.height}x{params.data.width}, seed {params.seed}, meta steps {params.meta.steps}
+{params.data.height}x{params.data.width}, data seed {params.seed},
+training seeds {params.seeds}, meta steps {params.meta.steps}
 (L={params.meta.inner_steps} inner steps), fine-tuning steps {params.finetune.steps}.
 {mismatch}{skipped}
 The full report (bar charts per test domain, intervals, error maps, protocol) is [index.html](index.html).

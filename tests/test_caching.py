@@ -20,16 +20,16 @@ def key(root, args):
 
 def test_stages_come_from_dvc_yaml(project):
     names = {s.name for s in load_stages(project)}
-    assert {"prepare@loft", "init@random", "meta_init@meta", "finetune@meta", "evaluate@ft_meta-studio",
+    assert {"prepare@loft", "init@scratch-0", "meta_init@meta-0", "finetune@meta-0", "evaluate@ft_meta-studio-0",
             "report"} <= names
-    spec = find_stage(project, ("finetune", "meta"))
-    assert "data/checkpoints/meta.pt" in spec.deps and "finetune.lr" in spec.params
-    assert [u.name for u in spec.upstream(load_stages(project))] == ["prepare@loft", "meta_init@meta"]
+    spec = find_stage(project, ("finetune", "meta", "0"))
+    assert "data/checkpoints/seed0/meta.pt" in spec.deps and "finetune.lr" in spec.params
+    assert [u.name for u in spec.upstream(load_stages(project))] == ["prepare@loft", "meta_init@meta-0"]
     assert not outputs_exist(project, spec)
 
 
 def test_key_follows_code_params_and_data_of_the_stage_only(project):
-    ft = ("finetune", "meta")
+    ft = ("finetune", "meta", "0")
     base = key(project, ft)
     assert key(project, ft) == base  # stable
 
@@ -54,7 +54,7 @@ def test_key_follows_code_params_and_data_of_the_stage_only(project):
     tiny_params(project / "params.yaml", finetune={"lr": 0.001})
     assert key(project, ft) != base  # the stage's params
 
-    ck = project / "data" / "checkpoints" / "meta.pt"
+    ck = project / "data" / "checkpoints" / "seed0" / "meta.pt"
     ck.parent.mkdir(parents=True, exist_ok=True)
     before, report_before = key(project, ft), key(project, ("report",))
     (ck.parent / ".gitignore").write_text("/meta.pt\n")  # written by `dvc commit`: not content

@@ -101,15 +101,15 @@ def make_project(root: Path, **overrides: dict) -> Path:
     tiny_params(root / "params.yaml", **{"runtime": {"num_threads": 1, "nproc_per_node": 2}, **overrides})
     params = load_params(root / "params.yaml")
     prepare(params, params.data.train_domain, root)
-    run_init(params, root, "random")
+    run_init(params, root, "scratch")
     return root
 
 
 def sibling(src: Path, dest: Path) -> Path:
     """Another project on the same prepared data and initial weights."""
-    (dest / "data" / "checkpoints").mkdir(parents=True)
+    (dest / "data" / "checkpoints" / "seed0").mkdir(parents=True)
     (dest / "data" / "prepared").symlink_to(src / "data" / "prepared", target_is_directory=True)
-    shutil.copy(src / "data" / "checkpoints" / "init_random.pt", dest / "data" / "checkpoints")
+    shutil.copy(src / "data" / "checkpoints" / "seed0" / "scratch.pt", dest / "data" / "checkpoints" / "seed0")
     shutil.copy(src / "params.yaml", dest / "params.yaml")
     return dest
 
@@ -145,13 +145,13 @@ def test_two_rank_meta_init_leaves_identical_weights_on_both_ranks(meta_two_rank
     assert ranks[0].keys() == ranks[1].keys()
     for k in ranks[0]:
         assert torch.equal(ranks[0][k], ranks[1][k]), k
-    ck = load_checkpoint(root / "data" / "checkpoints" / "meta.pt")
+    ck = load_checkpoint(root / "data" / "checkpoints" / "seed0" / "meta.pt")
     assert ck["step"] == params.meta.steps and ck["info"]["world_size"] == 2
     for k, v in ck["model"].items():
         assert torch.equal(v, ranks[0][k]), k
-    init = load_checkpoint(root / "data" / "checkpoints" / "init_random.pt")["model"]
+    init = load_checkpoint(root / "data" / "checkpoints" / "seed0" / "scratch.pt")["model"]
     assert any(not torch.equal(init[k], v) for k, v in ck["model"].items())
-    assert not list((root / "data" / "checkpoints").glob("*.resume.pt"))
+    assert not list((root / "data" / "checkpoints" / "seed0").glob("*.resume.pt"))
 
 
 @pytest.mark.slow
@@ -162,12 +162,12 @@ def test_two_ranks_equal_one_rank_with_twice_the_tasks(meta_two_ranks, tmp_path,
                 runtime={"num_threads": 1, "nproc_per_node": 1})
     result = run_meta_init(load_params(single / "params.yaml"), single, "meta")
     assert result["final_num_tasks"] == 2 and "world_size" not in result
-    a = load_checkpoint(root / "data" / "checkpoints" / "meta.pt")["model"]
-    b = load_checkpoint(single / "data" / "checkpoints" / "meta.pt")["model"]
+    a = load_checkpoint(root / "data" / "checkpoints" / "seed0" / "meta.pt")["model"]
+    b = load_checkpoint(single / "data" / "checkpoints" / "seed0" / "meta.pt")["model"]
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=0, atol=1e-5), k
-    curve_a = pd.read_csv(root / "data" / "curves" / "meta.csv")
-    curve_b = pd.read_csv(single / "data" / "curves" / "meta.csv")
+    curve_a = pd.read_csv(root / "data" / "curves" / "seed0" / "meta.csv")
+    curve_b = pd.read_csv(single / "data" / "curves" / "seed0" / "meta.csv")
     pd.testing.assert_frame_equal(curve_a, curve_b, rtol=1e-5)
 
 
@@ -190,7 +190,7 @@ def finetune_two_ranks(tmp_path_factory):
     root = make_project(tmp / "p", finetune={"steps": FT_STEPS, "batch_size": 4, "log_every": 1},
                         runtime={"num_threads": 1, "nproc_per_node": 2, "resume_every": 2})
     params = load_params(root / "params.yaml")
-    snapshot, copy = root / "data" / "checkpoints" / "ft_scratch.resume.pt", tmp / "snapshot.pt"
+    snapshot, copy = root / "data" / "checkpoints" / "seed0" / "ft_scratch.resume.pt", tmp / "snapshot.pt"
     tracker, outcome = Recorder(), {}
     run = threading.Thread(target=lambda: outcome.update(result=run_finetune(params, root, "scratch", tracker)))
     started = time.time()
@@ -212,12 +212,12 @@ def test_two_rank_finetune_writes_one_checkpoint(finetune_two_ranks):
     root, params, result, tracker, _ = finetune_two_ranks
     assert result["world_size"] == 2 and result["steps"] == FT_STEPS and math.isfinite(result["final_loss"])
     assert len(set(result["rank_weight_digests"])) == 1
-    ck_dir = root / "data" / "checkpoints"
-    assert sorted(p.name for p in ck_dir.iterdir()) == ["ft_scratch.pt", "init_random.pt"]
+    ck_dir = root / "data" / "checkpoints" / "seed0"
+    assert sorted(p.name for p in ck_dir.iterdir()) == ["ft_scratch.pt", "scratch.pt"]
     ck = load_checkpoint(ck_dir / "ft_scratch.pt")
     assert ck["step"] == FT_STEPS and ck["info"]["world_size"] == 2
     assert not any(k.startswith("module.") for k in ck["model"])  # the unwrapped model, not the DDP wrapper
-    curve = pd.read_csv(root / "data" / "curves" / "ft_scratch.csv")
+    curve = pd.read_csv(root / "data" / "curves" / "seed0" / "ft_scratch.csv")
     assert list(curve["step"]) == list(range(FT_STEPS))
     # the parent logged the curve rank 0 wrote into its own tracker
     assert [s for s, _ in tracker.metrics] == list(range(FT_STEPS))
@@ -229,9 +229,9 @@ def test_two_rank_finetune_resumes_from_rank_0_snapshot(finetune_two_ranks, capf
     """Both ranks load the snapshot rank 0 saved, and the run ends where the uninterrupted one did."""
     root, params, _, _, copy = finetune_two_ranks
     assert copy.exists(), "no resume snapshot was seen during the first run"
-    ck_dir = root / "data" / "checkpoints"
+    ck_dir = root / "data" / "checkpoints" / "seed0"
     reference = load_checkpoint(ck_dir / "ft_scratch.pt")
-    curve = pd.read_csv(root / "data" / "curves" / "ft_scratch.csv")
+    curve = pd.read_csv(root / "data" / "curves" / "seed0" / "ft_scratch.csv")
     (ck_dir / "ft_scratch.pt").unlink()
     shutil.copy(copy, ck_dir / "ft_scratch.resume.pt")
     capfd.readouterr()
@@ -241,7 +241,7 @@ def test_two_rank_finetune_resumes_from_rank_0_snapshot(finetune_two_ranks, capf
     resumed = load_checkpoint(ck_dir / "ft_scratch.pt")
     for k in reference["model"]:
         assert torch.equal(resumed["model"][k], reference["model"][k]), k
-    assert pd.read_csv(root / "data" / "curves" / "ft_scratch.csv").equals(curve)
+    assert pd.read_csv(root / "data" / "curves" / "seed0" / "ft_scratch.csv").equals(curve)
 
 
 @pytest.mark.slow
@@ -249,5 +249,5 @@ def test_a_worker_error_is_the_parent_error(tmp_path):
     """A MetadepthError in the workers comes back as the same one-line error, not as torchrun's traceback."""
     params = load_params(ROOT / "params.yaml")
     params = params.model_copy(update={"runtime": params.runtime.model_copy(update={"nproc_per_node": 2})})
-    with pytest.raises(MetadepthError, match=r"^.*init_random.pt: checkpoint not found; run the stage"):
+    with pytest.raises(MetadepthError, match=r"^.*scratch.pt: checkpoint not found; run the stage"):
         run_meta_init(params, tmp_path, "meta")

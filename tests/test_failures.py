@@ -28,7 +28,7 @@ def project(tmp_path_factory):
                 runtime={"resume_every": 2})
     params = load_params(root / "params.yaml")
     prepare(params, params.data.train_domain, root)
-    run_init(params, root, "random")
+    run_init(params, root, "scratch")
     return root, params
 
 
@@ -51,9 +51,9 @@ def test_nan_loss_stops_with_step_and_last_good_state(project, monkeypatch):
         run_finetune(params, root, "scratch")
     msg = str(err.value)
     assert "loss became nan at step 3" in msg and "ft_scratch.resume.pt" in msg and "\n" not in msg
-    assert not (root / "data" / "checkpoints" / "ft_scratch.pt").exists()
-    assert torch.load(root / "data" / "checkpoints" / "ft_scratch.resume.pt", weights_only=True)["step"] == 2
-    (root / "data" / "checkpoints" / "ft_scratch.resume.pt").unlink()
+    assert not (root / "data" / "checkpoints" / "seed0" / "ft_scratch.pt").exists()
+    assert torch.load(root / "data" / "checkpoints" / "seed0" / "ft_scratch.resume.pt", weights_only=True)["step"] == 2
+    (root / "data" / "checkpoints" / "seed0" / "ft_scratch.resume.pt").unlink()
 
 
 def test_interrupted_shard_write_leaves_nothing(project, monkeypatch):
@@ -142,7 +142,7 @@ def test_meta_init_nan_stops_or_skips(project, monkeypatch, skip):
     monkeypatch.setattr(tasks.common, "depth_loss", poisoned)
     if skip:
         run_meta_init(params, root, "meta")
-        assert load_checkpoint(root / "data" / "checkpoints" / "meta.pt")["step"] == 3
+        assert load_checkpoint(root / "data" / "checkpoints" / "seed0" / "meta.pt")["step"] == 3
     else:
         with pytest.raises(MetadepthError, match="meta_init meta: loss became nan at step 1"):
             run_meta_init(params, root, "meta")
@@ -178,16 +178,16 @@ def test_interrupted_metrics_and_report_writes_leave_no_half_file(tmp_path, monk
     root = tmp_path
     (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     tiny_params(root / "params.yaml", finetune={"steps": 2, "batch_size": 4, "log_every": 1,
-                                                "inits": {"scratch": "init_random"}},
+                                                "inits": ["scratch"]},
                 evaluate={"batch_size": 4, "models": ["ft_scratch"]})
     params = load_params(root / "params.yaml")
     for d in params.data.domains:
         prepare(params, d, root)
-    run_init(params, root, "random")
+    run_init(params, root, "scratch")
     run_finetune(params, root, "scratch")
     for d in params.data.domains:
         run_evaluate(params, root, "ft_scratch", d)
-    metrics = root / "data" / "metrics" / "ft_scratch__studio.json"
+    metrics = root / "data" / "metrics" / "seed0" / "ft_scratch__studio.json"
     good = metrics.read_text()
     real_write = pathlib.Path.write_text
 

@@ -37,6 +37,14 @@ def test_default_params_are_valid():
         (("evaluate", "per_dataset"), {"mars": {"crop": "eigen"}}, "evaluate.per_dataset: 'mars'"),
         (("meta", "variants"), {"meta": {}, "meta_x": {"inner_lr": -1}}, "variants.meta_x: inner_lr"),
         (("init", "kinds"), ["pretrained"], "pretrained_path is not set"),
+        (("seeds",), [], "seeds"),
+        (("seeds",), [0, 0], "seeds: Value error, seeds must be unique"),
+        (("seeds",), [-1], "seeds"),
+        (("seeds",), "0", "seeds"),
+        (("finetune", "inits"), ["meta_x"], "finetune.inits: 'meta_x' is not produced"),
+        (("finetune", "inits"), ["scratch", "scratch"], "finetune.inits"),
+        (("finetune", "inits"), {"scratch": "scratch"}, "finetune.inits"),  # the old mapping form
+        (("init", "kinds"), ["random"], "init.kinds"),
     ],
 )
 def test_bad_params_name_the_key(path, value, key_in_message):
@@ -64,7 +72,7 @@ def test_overrides_write_back_and_keep_comments(tmp_path):
     p = apply_overrides(f, ["finetune.steps=7", "meta.task_augment.mixup=false"])
     assert p.finetune.steps == 7 and p.meta.task_augment.mixup is False
     text = f.read_text()
-    assert "steps: 7" in text and "# the Reptile meta-initialisation" in text
+    assert "steps: 7" in text and "meta: the Reptile meta-initialisation" in text
     assert load_params(f).finetune.steps == 7
 
 

@@ -15,8 +15,8 @@ from tiny_project import make_tiny_project, tiny_params
 pytestmark = pytest.mark.slow
 
 # tiny project: 2 domains, evaluate.models = [ft_scratch, ft_meta] -> 11 stages
-FT_AND_AFTER = {"finetune@scratch", "finetune@meta", "report"} | {
-    f"evaluate@{m}-{d}" for m in ("ft_scratch", "ft_meta") for d in ("loft", "studio")}
+FT_AND_AFTER = {"finetune@scratch-0", "finetune@meta-0", "report"} | {
+    f"evaluate@{m}-{d}-0" for m in ("ft_scratch", "ft_meta") for d in ("loft", "studio")}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,9 @@ def test_dvc_repro_runs_the_pipeline(tiny):
     assert "report: reports/summary.md" in r.stdout and "| meta-init + fine-tune |" in r.stdout
     assert (tiny / "reports" / "figures" / "qualitative.png").is_file()
     assert changed_stages(tiny) == set()
-    for shared in ["dvc.lock", *map(str, (tiny / "reports").glob("*.*")), *map(str, (tiny / "data/metrics").glob("*"))]:
+    metrics = sorted((tiny / "data/metrics").rglob("*.json"))
+    assert len(metrics) == 4  # 2 models x 2 domains x 1 seed, under data/metrics/seed0/
+    for shared in ["dvc.lock", *map(str, (tiny / "reports").glob("*.*")), *map(str, metrics)]:
         assert str(tiny) not in (tiny / shared).read_text(errors="ignore"), shared
     again = sh(tiny, "dvc", "repro")
     assert "Data and pipelines are up to date." in again.stdout
@@ -61,7 +63,7 @@ def test_prefect_run_hits_the_cache_dvc_filled(tiny):
 def test_finetune_param_change_reruns_only_dependents(tiny):
     tiny_params(tiny / "params.yaml", finetune={"steps": 2, "batch_size": 4, "log_every": 1})
     # DVC sees exactly the fine-tuning stages changed (prepare, init, meta_init untouched) ...
-    assert changed_stages(tiny) == {"finetune@scratch", "finetune@meta"}
+    assert changed_stages(tiny) == {"finetune@scratch-0", "finetune@meta-0"}
     # ... and the pipeline re-runs them and what follows, nothing else (-S with an unchanged value is a no-op)
     r = sh(tiny, "metadepth", "run", "-S", "finetune.log_every=1")
     assert ran(r.stdout) == FT_AND_AFTER
@@ -71,10 +73,10 @@ def test_finetune_param_change_reruns_only_dependents(tiny):
 
 
 def test_deleted_output_is_a_cache_miss(tiny):
-    (tiny / "data" / "metrics" / "ft_meta__studio.json").unlink()
+    (tiny / "data" / "metrics" / "seed0" / "ft_meta__studio.json").unlink()
     r = sh(tiny, "metadepth", "run")
-    assert "evaluate@ft_meta-studio" in ran(r.stdout) and "finetune@meta" not in ran(r.stdout)
-    assert (tiny / "data" / "metrics" / "ft_meta__studio.json").is_file()
+    assert "evaluate@ft_meta-studio-0" in ran(r.stdout) and "finetune@meta-0" not in ran(r.stdout)
+    assert (tiny / "data" / "metrics" / "seed0" / "ft_meta__studio.json").is_file()
 
 
 def test_mlflow_records_parent_and_nested_runs(tiny, mlflow_uri):
@@ -88,7 +90,7 @@ def test_mlflow_records_parent_and_nested_runs(tiny, mlflow_uri):
     assert latest.data.tags["git_commit"] != "none" and len(latest.data.tags["params_hash"]) == 16
     children = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{latest.info.run_id}'")
     assert len(children) == 11  # one nested run per stage, cache hits included
-    ft = client.search_runs([exp.experiment_id], "tags.stage = 'finetune@meta' and tags.cache != 'hit'")
+    ft = client.search_runs([exp.experiment_id], "tags.stage = 'finetune@meta-0' and tags.cache != 'hit'")
     assert ft and client.get_metric_history(ft[0].info.run_id, "train_loss")
     assert any(k.endswith("zero_shot_mean.rmse") for k in latest.data.metrics)
     for run in [latest, *children]:  # no absolute local path leaks into what is shared

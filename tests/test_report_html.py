@@ -38,25 +38,26 @@ from tasks.report import (
 def tiny_params_file(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report")
     (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    tiny_params(root / "params.yaml")
+    tiny_params(root / "params.yaml", seeds=[0, 1])  # two training seeds: the report shows 95% intervals
     return root
 
 
 @pytest.fixture(scope="module")
 def project(tiny_params_file):
-    """The tiny pipeline, stage by stage as tests/test_stages.py runs it, then the report."""
+    """The tiny pipeline over two training seeds, stage by stage as tests/test_stages.py runs it, then the report."""
     root = tiny_params_file
     params = load_params(root / "params.yaml")
     for d in params.data.domains:
         prepare(params, d, root)
-    run_init(params, root, "random")
-    for variant in params.meta.variants:
-        run_meta_init(params, root, variant)
-    for name in params.finetune.inits:
-        run_finetune(params, root, name)
-    for m in params.evaluate.models:
-        for d in params.data.domains:
-            run_evaluate(params, root, m, d)
+    for seed in params.seeds:
+        run_init(params, root, "scratch", seed=seed)
+        for variant in params.meta.variants:
+            run_meta_init(params, root, variant, seed=seed)
+        for name in params.finetune.inits:
+            run_finetune(params, root, name, seed=seed)
+        for m in params.evaluate.models:
+            for d in params.data.domains:
+                run_evaluate(params, root, m, d, seed=seed)
     out = run_report(params, root)
     return root, params, out
 
@@ -191,8 +192,8 @@ def test_html_report(project):
             assert f"{row[domain]['rmse']:.3f}" in text
         assert f"({row['zero_shot_mean']['rmse_change_pct']:+.1f}%)" in text or model == params.report.baseline
     assert "loft (train)" in text and "studio (zero-shot)" in text and "meta-init + fine-tune" in text
-    assert "n=1" in text  # one seed: point values, marked
-    protocol = json.loads((root / "data/metrics/ft_meta__studio.json").read_text())["protocol"]
+    assert "2 seeds: mean and 95% t-interval" in text and "n=1" not in text
+    protocol = json.loads((root / "data/metrics/seed1/ft_meta__studio.json").read_text())["protocol"]
     assert protocol["aggregation"] in text and "max_depth" in text
 
 
@@ -200,11 +201,17 @@ def test_summary_and_metrics_keep_their_contract(project):
     root, params, _ = project
     md = (root / "reports" / "summary.md").read_text()
     assert "loft (train)" in md and "meta-init + fine-tune" in md and "zero-shot mean" in md and "index.html" in md
-    assert "(n=1)" in md
+    assert "(n=1)" not in md and "2 seeds" in md
     summary = json.loads((root / "reports" / "metrics.json").read_text())
     assert {"train_domain", "baseline", "models", "n_seeds", "rmse_change_ci95"} <= set(summary)
     assert summary["models"]["ft_scratch"]["studio"]["rmse_change_pct"] == 0.0
-    assert summary["n_seeds"] == 1
+    assert summary["n_seeds"] == 2
     ci = summary["rmse_change_ci95"]["ft_meta"]["studio"]
-    assert ci["n"] == 1 and ci["ci95_low"] is None
-    assert ci["mean"] == pytest.approx(summary["models"]["ft_meta"]["studio"]["rmse_change_pct"], abs=1e-3)
+    assert ci["n"] == 2 and ci["ci95_low"] < ci["mean"] < ci["ci95_high"]
+    # the interval is over the per-seed paired changes of the two seeds' metrics files
+    per_seed = [json.loads((root / f"data/metrics/seed{s}/{m}__studio.json").read_text())["metrics"]["rmse"]
+                for m in ("ft_meta", "ft_scratch") for s in (0, 1)]
+    changes = [100 * (per_seed[i] - per_seed[2 + i]) / per_seed[2 + i] for i in (0, 1)]
+    assert ci["mean"] == pytest.approx(sum(changes) / 2, abs=1e-3)
+    # the seeds really differ (their own initial weights and data order), or the interval would be empty
+    assert per_seed[0] != per_seed[1]

@@ -39,7 +39,7 @@ def make_project(root: Path) -> None:
                 runtime={"num_threads": 1, "resume_every": 3})
     params = load_params(root / "params.yaml")
     prepare(params, params.data.train_domain, root)
-    run_init(params, root, "random")
+    run_init(params, root, "scratch")
 
 
 def start(stage: str, root: Path) -> subprocess.Popen:
@@ -53,7 +53,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, stage, out):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     make_project(killed)
     make_project(clean)
-    resume = killed / "data" / "checkpoints" / f"{out}.resume.pt"
+    resume = killed / "data" / "checkpoints" / "seed0" / f"{out}.resume.pt"
 
     reference = start(stage, clean)  # the uninterrupted run, alongside (same thread settings, own process)
     proc = start(stage, killed)
@@ -63,7 +63,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, stage, out):
     assert proc.poll() is None, f"run ended before it could be killed:\n{proc.stdout.read()}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert resume.exists() and not (killed / "data" / "checkpoints" / f"{out}.pt").exists()
+    assert resume.exists() and not (killed / "data" / "checkpoints" / "seed0" / f"{out}.pt").exists()
 
     again = start(stage, killed)
     log = again.communicate(timeout=300)[0]
@@ -73,13 +73,13 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, stage, out):
 
     ref_log = reference.communicate(timeout=300)[0]
     assert reference.returncode == 0, ref_log
-    a = load_checkpoint(killed / "data" / "checkpoints" / f"{out}.pt")
-    b = load_checkpoint(clean / "data" / "checkpoints" / f"{out}.pt")
+    a = load_checkpoint(killed / "data" / "checkpoints" / "seed0" / f"{out}.pt")
+    b = load_checkpoint(clean / "data" / "checkpoints" / "seed0" / f"{out}.pt")
     assert a["step"] == b["step"] == STEPS
     for k in b["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    curve = (killed / "data" / "curves" / f"{out}.csv").read_text()
-    assert curve == (clean / "data" / "curves" / f"{out}.csv").read_text()
+    curve = (killed / "data" / "curves" / "seed0" / f"{out}.csv").read_text()
+    assert curve == (clean / "data" / "curves" / "seed0" / f"{out}.csv").read_text()
 
 
 def test_resume_file_from_other_inputs_is_ignored(tmp_path):
@@ -88,9 +88,9 @@ def test_resume_file_from_other_inputs_is_ignored(tmp_path):
     root = tmp_path / "p"
     make_project(root)
     params = load_params(root / "params.yaml")
-    stale = root / "data" / "checkpoints" / "ft_scratch.resume.pt"
+    stale = root / "data" / "checkpoints" / "seed0" / "ft_scratch.resume.pt"
     torch.save({"key": "other", "step": 5}, stale)
     tiny_params(root / "params.yaml", finetune={"steps": 2, "batch_size": 4, "log_every": 1})
     run_finetune(load_params(root / "params.yaml"), root, "scratch")
-    assert load_checkpoint(root / "data" / "checkpoints" / "ft_scratch.pt")["step"] == 2
+    assert load_checkpoint(root / "data" / "checkpoints" / "seed0" / "ft_scratch.pt")["step"] == 2
     assert not stale.exists() and params.finetune.steps == STEPS

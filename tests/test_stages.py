@@ -31,7 +31,7 @@ def project(tmp_path_factory):
     params = load_params(root / "params.yaml")
     for d in params.data.domains:
         prepare(params, d, root)
-    run_init(params, root, "random")
+    run_init(params, root, "scratch")
     run_meta_init(params, root, "meta")
     for name in params.finetune.inits:
         run_finetune(params, root, name)
@@ -71,8 +71,8 @@ def test_prepare_is_deterministic(project, tmp_path):
 
 def test_checkpoint_contract_and_shared_initialisation(project):
     root, params = project
-    ck = root / "data" / "checkpoints"
-    init, meta, ft_s, ft_m = (load_checkpoint(ck / f"{n}.pt") for n in ("init_random", "meta", "ft_scratch", "ft_meta"))
+    ck = root / "data" / "checkpoints" / "seed0"
+    init, meta, ft_s, ft_m = (load_checkpoint(ck / f"{n}.pt") for n in ("scratch", "meta", "ft_scratch", "ft_meta"))
     for c in (meta, ft_s, ft_m):
         assert c["model_params"] == init["model_params"]
         assert len(c["data_hash"]) == 64
@@ -89,7 +89,7 @@ def test_metrics_files(project):
     root, params = project
     for m in params.evaluate.models:
         for d in params.data.domains:
-            r = json.loads((root / "data" / "metrics" / f"{m}__{d}.json").read_text())
+            r = json.loads((root / "data" / "metrics" / "seed0" / f"{m}__{d}.json").read_text())
             assert set(r["metrics"]) == set(METRICS)
             assert r["n_images"] == params.data.test_size and r["n_valid_pixels"] > 0
             assert r["protocol"]["max_depth"] == params.evaluate.max_depth
@@ -106,25 +106,25 @@ def test_report(project):
     assert "pretrained-initialisation baseline: not run" in md
     for png in ("loss_curves.png", "qualitative.png"):
         assert (root / "reports" / "figures" / png).read_bytes()[:4] == b"\x89PNG"
-    curve = pd.read_csv(root / "data" / "curves" / "ft_meta.csv")
+    curve = pd.read_csv(root / "data" / "curves" / "seed0" / "ft_meta.csv")
     assert list(curve["step"]) == list(range(params.finetune.steps))
 
 
 def test_finetune_is_reproducible(project, tmp_path):
     """Same seed and params give bit-identical weights on CPU (and the resume logic does not interfere)."""
     root, params = project
-    (tmp_path / "data" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "data" / "checkpoints" / "seed0").mkdir(parents=True)
     (tmp_path / "data" / "prepared").symlink_to(root / "data" / "prepared", target_is_directory=True)
-    shutil.copy(root / "data" / "checkpoints" / "init_random.pt", tmp_path / "data" / "checkpoints")
+    shutil.copy(root / "data" / "checkpoints" / "seed0" / "scratch.pt", tmp_path / "data" / "checkpoints" / "seed0")
     run_finetune(params, tmp_path, "scratch")
-    a = load_checkpoint(tmp_path / "data/checkpoints/ft_scratch.pt")["model"]
-    b = load_checkpoint(root / "data/checkpoints/ft_scratch.pt")["model"]
+    a = load_checkpoint(tmp_path / "data/checkpoints/seed0/ft_scratch.pt")["model"]
+    b = load_checkpoint(root / "data/checkpoints/seed0/ft_scratch.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_missing_input_is_a_clear_error(tmp_path):
     params = load_params(ROOT / "params.yaml")
-    with pytest.raises(MetadepthError, match="init_random.pt: checkpoint not found"):
+    with pytest.raises(MetadepthError, match="scratch.pt: checkpoint not found"):
         run_meta_init(params, tmp_path)
     with pytest.raises(MetadepthError, match="not in data.domains"):
         prepare(params, "mars", tmp_path)
@@ -139,11 +139,11 @@ def test_meta_variant_is_an_ablation_with_its_own_settings(project, tmp_path):
     params = load_params(root / "params.yaml")
     assert params.meta.variant("meta_l1_no_task_aug").inner_steps == 1
     run_meta_init(params, root, "meta_l1_no_task_aug")
-    ck = load_checkpoint(root / "data" / "checkpoints" / "meta_l1_no_task_aug.pt")
+    ck = load_checkpoint(root / "data" / "checkpoints" / "seed0" / "meta_l1_no_task_aug.pt")
     assert ck["info"]["variant"] == "meta_l1_no_task_aug" and ck["info"]["inner_steps"] == 1
-    curve = pd.read_csv(root / "data" / "curves" / "meta_l1_no_task_aug.csv")
+    curve = pd.read_csv(root / "data" / "curves" / "seed0" / "meta_l1_no_task_aug.csv")
     assert curve["loss_task_augment"].isna().all()  # task augmentation really off
-    assert pd.read_csv(root / "data" / "curves" / "meta.csv")["loss_task_augment"].notna().all()
+    assert pd.read_csv(root / "data" / "curves" / "seed0" / "meta.csv")["loss_task_augment"].notna().all()
 
 
 def test_ablation_is_a_report_row(project):
@@ -152,11 +152,11 @@ def test_ablation_is_a_report_row(project):
     variants = {"meta": {}, "meta_l1_no_task_aug": {"inner_steps": 1, "task_augment": {
         "mixup": False, "channel_shuffle": False}}}
     tiny_params(root / "params.yaml", meta={"steps": 2, "batch_size": 4, "log_every": 1, "variants": variants},
-                finetune={"steps": 2, "batch_size": 4, "log_every": 1, "inits": {
-                    "scratch": "init_random", "meta": "meta", "meta_l1_no_task_aug": "meta_l1_no_task_aug"}},
+                finetune={"steps": 2, "batch_size": 4, "log_every": 1, "inits": [
+                    "scratch", "meta", "meta_l1_no_task_aug"]},
                 evaluate={"batch_size": 4, "models": ["ft_scratch", "ft_meta", "ft_meta_l1_no_task_aug"]})
     params = load_params(root / "params.yaml")
-    if not (root / "data/checkpoints/meta_l1_no_task_aug.pt").exists():
+    if not (root / "data/checkpoints/seed0/meta_l1_no_task_aug.pt").exists():
         run_meta_init(params, root, "meta_l1_no_task_aug")
     run_finetune(params, root, "meta_l1_no_task_aug")
     for d in params.data.domains:
@@ -173,7 +173,7 @@ def test_pretrained_init_needs_a_local_file(project, tmp_path):
     from tasks.params import read_raw, validate
 
     raw = json.loads(json.dumps(read_raw(project[0] / "params.yaml")))
-    raw["init"]["kinds"] = ["random", "pretrained"]
+    raw["init"]["kinds"] = ["scratch", "pretrained"]
     with pytest.raises(MetadepthError, match="init: .*pretrained_path is not set"):
         validate(raw)
     raw["init"]["pretrained_path"] = str(tmp_path / "nope.pth")
@@ -187,7 +187,7 @@ def test_pretrained_init_needs_a_local_file(project, tmp_path):
     torch.save(source.state_dict(), weights)
     raw["init"]["pretrained_path"] = str(weights)
     run_init(validate(raw), tmp_path, "pretrained")
-    ck = load_checkpoint(tmp_path / "data" / "checkpoints" / "init_pretrained.pt")
+    ck = load_checkpoint(tmp_path / "data" / "checkpoints" / "seed0" / "pretrained.pt")
     key = next(k for k in ck["model"] if k.startswith("encoder.") and k.endswith("weight"))
     assert "pretrained_path" not in ck["model_params"]
     flat = {k.replace("_", "."): v for k, v in source.state_dict().items()}
