@@ -82,8 +82,9 @@ def find_stage(root: Path, args: tuple[str, ...]) -> StageSpec:
     for s in load_stages(root):
         if s.args == tuple(args):
             return s
-    raise MetadepthError(f"no stage in dvc.yaml runs `metadepth stage {' '.join(args)}`; "
-                         "check the name and the lists in params.yaml (data.domains, evaluate.models, finetune.inits)")
+    raise MetadepthError(f"no stage in dvc.yaml runs `metadepth stage {' '.join(args)}`; check the name and the "
+                         "lists in params.yaml (data.domains, evaluate.models, finetune.inits, seeds): training and "
+                         "evaluate stages end with the seed, e.g. `metadepth stage finetune meta 0`")
 
 
 def cache_key(root: Path, stage: StageSpec, params: Params) -> str:
