@@ -37,7 +37,7 @@ class DataParams(_Strict):
     min_depth: float = Field(gt=0)  # depth outside [min_depth, max_depth] is marked invalid (0) in shards
     max_depth: float = Field(gt=0)
     chunk_frames: int = Field(ge=1)  # frames per HDF5 chunk: 1 keeps random access to one chunk per sample
-    compression: Literal["none", "lzf", "gzip"]
+    compression: Literal["none", "lzf", "gzip"]  # none: fastest reads (docs/performance.md); lzf/gzip: smaller
     render_batch: int = Field(ge=1)  # frames the synthetic generator renders at once (bounds memory)
     sources: dict[str, SourceParams] = {}  # real datasets: name -> reader + path under data/raw/ (else synthetic)
 
