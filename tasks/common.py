@@ -118,6 +118,15 @@ def loss_fn_for(loss: LossParams) -> Callable[[torch.nn.Module, dict[str, torch.
     return loss_fn
 
 
+def loader_options(params: Params, device: torch.device) -> dict[str, Any]:
+    """DataLoader keywords of every stage that reads shards: runtime.num_workers, and pinned host memory on CUDA.
+
+    Pinning lets `to_device(..., non_blocking=True)` overlap the copy with GPU work; on the CPU it would only add
+    a copy per batch, so it is on exactly when the batches go to a GPU.
+    """
+    return {"num_workers": params.runtime.num_workers, "pin_memory": device.type == "cuda"}
+
+
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -195,3 +204,4 @@ def batch_to(batch: dict[str, torch.Tensor], device: torch.device,
     if fmt is torch.contiguous_format:
         return moved
     return {k: v.contiguous(memory_format=fmt) if v.dim() == 4 else v for k, v in moved.items()}
+

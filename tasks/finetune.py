@@ -28,6 +28,7 @@ from tasks.common import (
     apply_memory_format,
     batch_to,
     check_finite,
+    loader_options,
     loss_fn_for,
     memory_format,
     model_from_checkpoint,
@@ -104,7 +105,7 @@ def run_finetune(params: Params, root: Path, name: str, tracker: Tracker | None 
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
     batches = batches_at(ShardDataset(train), ft.batch_size, params.seed, itertools.count(start),
-                         part=(rank, world), num_workers=params.runtime.num_workers)
+                         part=(rank, world), **loader_options(params, device))
     loss_fn = loss_fn_for(params.loss)
     augment = augment_fn(params) if ft.online_augment else None
     loss_value = float("nan")

@@ -29,6 +29,7 @@ from tasks.common import (
     apply_memory_format,
     batch_to,
     check_finite,
+    loader_options,
     loss_fn_for,
     memory_format,
     model_from_checkpoint,
@@ -121,7 +122,7 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
     per_step = per_rank * world  # tasks averaged by one outer step, over all ranks
     batches = batches_at(ShardDataset(train), mp.batch_size, params.seed,
                          meta_positions(start, per_rank, rank, world, partners=task_augment is not None),
-                         num_workers=params.runtime.num_workers)
+                         **loader_options(params, device))
     stats: dict[str, float] = {}
     with Progress(transient=True, disable=not main) as bar:
         job = bar.add_task(f"meta_init {variant} (Reptile)", total=mp.steps, completed=start)
