@@ -39,7 +39,7 @@ def make_fixture(root: Path, base: Params, *, models: int, domains: int, test_si
     raw["model"]["encoder"] = encoder
     raw["evaluate"]["batch_size"] = min(raw["evaluate"]["batch_size"], 8)
     raw["evaluate"]["per_dataset"] = {}
-    raw["runtime"].update(device="cpu", num_workers=0, num_threads=1)
+    raw["runtime"].update(device="cpu", num_workers=0, num_threads=1, compile=False)
     params = validate(raw, "eval_fanout fixture")
     for d in names:
         prepare(params, d, root)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from models.metrics import depth_metrics
-from tasks.common import loader_options, model_from_checkpoint, paths, select_device
+from tasks.common import loader_options, maybe_compile, model_from_checkpoint, paths, select_device
 from tasks.io import MetadepthError, atomic_write
 from tasks.params import Params
 from tasks.preprocess.shards import ShardDataset, shard_path
@@ -43,6 +43,7 @@ def run_evaluate(params: Params, root: Path, model_name: str, dataset: str) -> d
     device = select_device(params)
     model, payload = model_from_checkpoint(p["checkpoints"] / f"{model_name}.pt")
     model.to(device).eval()
+    net = maybe_compile(model, params, device)
     protocol = {"min_depth": proto.min_depth, "max_depth": proto.max_depth, "crop": proto.crop, "align": proto.align,
                 "aggregation": "mean over images of per-image metrics on valid pixels",
                 "split": "test"}
@@ -50,7 +51,7 @@ def run_evaluate(params: Params, root: Path, model_name: str, dataset: str) -> d
     with ShardDataset(shard_path(p["prepared"] / dataset, "test")) as data:
         loader = torch.utils.data.DataLoader(data, batch_size=ev.batch_size, **loader_options(params, device))
         for batch in loader:
-            pred = predict_full_res(model, batch["rgb"].to(device)).float().cpu().numpy()[:, 0]
+            pred = predict_full_res(net, batch["rgb"].to(device)).float().cpu().numpy()[:, 0]
             gt = batch["depth"].numpy()[:, 0]
             for i in range(gt.shape[0]):
                 m = depth_metrics(pred[i], gt[i], min_depth=proto.min_depth, max_depth=proto.max_depth,

@@ -30,6 +30,7 @@ from tasks.common import (
     check_finite,
     loader_options,
     loss_fn_for,
+    maybe_compile,
     memory_format,
     model_from_checkpoint,
     paths,
@@ -104,6 +105,7 @@ def run_finetune(params: Params, root: Path, name: str, tracker: Tracker | None 
     # load, and `model` (unwrapped) is what gets saved, so checkpoints have the same keys for any process count.
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
+    net = maybe_compile(net, params, device)  # forward only: `model` (plain keys) is what gets saved
     batches = batches_at(ShardDataset(train), ft.batch_size, params.seed, itertools.count(start),
                          part=(rank, world), **loader_options(params, device))
     loss_fn = loss_fn_for(params.loss)

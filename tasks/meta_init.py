@@ -31,6 +31,7 @@ from tasks.common import (
     check_finite,
     loader_options,
     loss_fn_for,
+    maybe_compile,
     memory_format,
     model_from_checkpoint,
     paths,
@@ -110,6 +111,7 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
         outer_lr=mp.outer_lr, outer_optimizer=mp.outer_optimizer, clip_grad_norm=mp.clip_grad_norm,
         inner_augment=inner_augment, task_augment=task_augment, generator=g, skip_nonfinite=mp.skip_nonfinite_steps,
     )
+    reptile.inner_model = maybe_compile(reptile.inner_model, params, device)  # forward only; `model` is saved
     out = p["checkpoints"] / f"{variant}.pt"
     curve = CurveWriter(p["curves"] / f"{variant}.csv", CURVE_COLUMNS)
     resume = ResumeState(out, params_hash([subset(params, ["seed", "data", "loss", "augment"]), mp.model_dump(),

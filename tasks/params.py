@@ -234,6 +234,10 @@ class RuntimeParams(_Strict):
     dist_backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on GPU, gloo on CPU
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on GPU, off on CPU
     channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for GPU, off on CPU
+    # torch.compile the model in meta_init, finetune and evaluate (checkpoints keep plain keys). Off by default:
+    # no gain on the CPU default for a ~50 s compile (docs/performance.md); a GPU question.
+    compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # torch.compile(mode=...)
 
 
 class Params(_Strict):

@@ -37,6 +37,8 @@ def test_default_params_are_valid():
         (("evaluate", "per_dataset"), {"mars": {"crop": "eigen"}}, "evaluate.per_dataset: 'mars'"),
         (("meta", "variants"), {"meta": {}, "meta_x": {"inner_lr": -1}}, "variants.meta_x: inner_lr"),
         (("init", "kinds"), ["pretrained"], "pretrained_path is not set"),
+        (("runtime", "compile"), "maybe", "runtime.compile"),
+        (("runtime", "compile_mode"), "fastest", "runtime.compile_mode"),
     ],
 )
 def test_bad_params_name_the_key(path, value, key_in_message):
