@@ -321,20 +321,31 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), YAML(typ="safe").load(io.StringIO(value)) if value.strip() else None
 
 
-def apply_overrides(path: Path, overrides: list[str]) -> Params:
-    """Write `-S` overrides into params.yaml, as `dvc exp run -S` does, so DVC and Prefect see the same values."""
+def _with_overrides(path: Path, overrides: list[str]) -> tuple[Any, Params]:
     raw = read_raw(path)
     for text in overrides:
         keys, value = parse_override(text)
         node = raw
         for depth, k in enumerate(keys[:-1]):
             if not isinstance(node, dict) or k not in node:
-                raise MetadepthError(f"override {text!r}: unknown key {'.'.join(keys[: depth + 1])}")
+                raise MetadepthError(f"override {text!r}: unknown key {'.'.join(keys[: depth + 1])} "
+                                     "(see params.yaml for the valid keys)")
             node = node[k]
         if not isinstance(node, dict) or keys[-1] not in node:
-            raise MetadepthError(f"override {text!r}: unknown key {'.'.join(keys)}")
+            raise MetadepthError(f"override {text!r}: unknown key {'.'.join(keys)} "
+                                 "(see params.yaml for the valid keys)")
         node[keys[-1]] = value
-    params = validate(json.loads(json.dumps(raw)), f"{path} with overrides")
+    return raw, validate(json.loads(json.dumps(raw)), f"{path} with overrides")
+
+
+def check_overrides(path: Path, overrides: list[str]) -> Params:
+    """The params `-S` overrides would give, validated, without writing anything (a CLI checks them up front)."""
+    return _with_overrides(path, overrides)[1]
+
+
+def apply_overrides(path: Path, overrides: list[str]) -> Params:
+    """Write `-S` overrides into params.yaml, as `dvc exp run -S` does, so DVC and Prefect see the same values."""
+    raw, params = _with_overrides(path, overrides)
     buf = io.StringIO()
     _yaml().dump(raw, buf)
     with atomic_write(path) as tmp:
