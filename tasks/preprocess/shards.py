@@ -142,9 +142,10 @@ class ShardDataset(Dataset):
         if self._file is None or self._pid != os.getpid():
             # A handle inherited through fork belongs to the parent: never use or close it here, just forget it.
             # One frame per chunk (data.chunk_frames 1): a random read never finds its chunk in HDF5's chunk cache,
-            # and without the cache the chunk is read straight into the output array (one copy less).
-            cache = 0 if self.attrs["chunk_frames"] == 1 else 1 << 20
-            self._file = h5py.File(self.path, "r", rdcc_nbytes=cache)
+            # and without the cache the chunk is read straight into the output array (one copy less). Several
+            # frames per chunk: h5py's default cache, so neighbours of a frame just read are not decompressed again.
+            cache = {"rdcc_nbytes": 0} if self.attrs["chunk_frames"] == 1 else {}
+            self._file = h5py.File(self.path, "r", **cache)
             self._rgb, self._depth = self._file["rgb"], self._file["depth"]
             self._pid = os.getpid()
         return self._rgb, self._depth
