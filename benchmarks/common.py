@@ -1,4 +1,6 @@
-"""What every `metadepth bench` section shares: the configuration, timing, memory sampling, fixture frames.
+"""What every `metadepth bench` section shares: the configuration, timing, fixture frames.
+
+Memory sampling is `tasks.preprocess.memcheck` (rss_mb, peak_rss_mb, ChildrenRSS): one sampler for the project.
 
 Why medians of alternating repeats: this project is developed on a shared 2-core VM where a single timing can be
 off by 10x. Each section measures the things it compares side by side, in the same process and interleaved where
@@ -12,7 +14,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -148,66 +149,6 @@ def median_times(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 
 def ratio(a: float, b: float) -> float:
     """a / b, NaN instead of an exception when b is not positive (a broken measurement shows, not crashes)."""
     return float(a / b) if b > 0 else float("nan")
-
-
-def rss_mb() -> float:
-    """Resident memory of this process now (Linux /proc; NaN elsewhere)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process (VmHWM), NaN where /proc is missing.
-
-    Not ru_maxrss: Linux carries the parent's peak over fork + exec into it, so a child started by the bench (torch
-    and models loaded) would report the bench's peak instead of its own.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-class ChildrenRSS(threading.Thread):
-    """Peak resident size of the largest child process and of this process plus all children, every 20 ms.
-
-    ru_maxrss of children is no use for spawned workers: a child started by fork + exec inherits its parent's peak.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.child_peak = self.total_peak = 0.0
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        import psutil
-
-        me = psutil.Process()
-        while not self._done.wait(0.02):
-            sizes = []
-            for p in me.children(recursive=True):
-                try:
-                    sizes.append(p.memory_info().rss / 2**20)
-                except psutil.Error:
-                    pass
-            self.child_peak = max([self.child_peak, *sizes])
-            self.total_peak = max(self.total_peak, me.memory_info().rss / 2**20 + sum(sizes))
-
-    def __enter__(self) -> ChildrenRSS:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self.join()
 
 
 def run_child(module: str, *args: str, env: dict[str, str] | None = None, timeout: float = 600) -> dict[str, Any]:

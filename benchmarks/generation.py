@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import BenchConfig, ChildrenRSS, peak_rss_mb, ratio, rss_mb, run_child
+from benchmarks.common import BenchConfig, ratio, run_child
+from tasks.preprocess.memcheck import ChildrenRSS, peak_rss_mb, rss_mb
 
 FIXTURE_SIZE = (120, 160)
 

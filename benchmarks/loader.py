@@ -8,10 +8,10 @@ share of a step spent loading. For scale it also decodes the same frames from PN
 in memory: the file system is left out, so this is the decoders' best case), the alternative to shards.
 
 `shard_format`: the same frames written with every compression (none / lzf / gzip) and chunk_frames (1 / 8):
-file size and random-access read speed (the training access pattern), to check params.yaml's lzf + 1. Reads are
-timed through ShardDataset as it is, and with the HDF5 dataset handles cached (`cached_handles_read_rate`): the
-per-sample handle lookup costs more than decompressing a small frame, so only the second shows what each layout
-itself costs.
+file size and random-access read speed (the training access pattern), to check params.yaml's layout. Reads are
+timed through ShardDataset, and through bare h5py dataset handles opened once (`cached_handles_read_rate`, the
+floor of what any reader can do). ShardDataset used to look the datasets up per sample, which cost more than
+decompressing a small frame; it now holds them open per process, so the two columns should agree.
 """
 
 from __future__ import annotations
@@ -98,10 +98,10 @@ def random_read_rate(path: Path, order: list[int]) -> float:
 
 
 def cached_handles_read_rate(path: Path, order: list[int]) -> float:
-    """Like random_read_rate, with the HDF5 dataset objects looked up once instead of per sample.
+    """Like random_read_rate, through bare h5py dataset objects looked up once (no ShardDataset).
 
-    ShardDataset looks up `file["rgb"]` and `file["depth"]` in every __getitem__; at small frame sizes that lookup is
-    a measurable part of a read. This variant says how much caching the handles would gain.
+    The reference ShardDataset is measured against: before it held its datasets open it looked up `file["rgb"]` and
+    `file["depth"]` in every __getitem__, which at small frame sizes cost more than the read (docs/performance.md).
     """
     import h5py
 

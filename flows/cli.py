@@ -13,15 +13,53 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer vendors its own copy of click (0.2x): its exceptions, not the `click` package's, are raised
+    from typer._click import exceptions as cli_errors
+except ImportError:  # an older typer on the installed click
+    from click import exceptions as cli_errors
 
 from tasks.io import MetadepthError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class OneLineErrors(TyperGroup):
+    """Command-line usage errors (missing argument, unknown option, value out of range...) as ONE line on stderr.
+
+    Click's own report is a usage block plus a boxed message over several lines; every other metadepth error is
+    one line (`error: ...` naming the thing and the fix), so these are too: the message, then where the help is.
+    """
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except cli_errors.NoArgsIsHelpError as err:  # bare `metadepth` / `metadepth data`: the help
+            err.show()
+            sys.exit(err.exit_code)
+        except cli_errors.UsageError as err:
+            where = err.ctx.command_path if err.ctx else "metadepth"
+            message = " ".join(err.format_message().split())
+            typer.secho(f"error: {message} (see `{where} --help`)", fg="red", err=True)
+            sys.exit(err.exit_code)
+        except cli_errors.ClickException as err:
+            typer.secho(f"error: {' '.join(err.format_message().split())}", fg="red", err=True)
+            sys.exit(err.exit_code)
+        except typer.Abort:
+            typer.secho("aborted", fg="yellow", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Meta-initialized zero-shot cross-dataset indoor depth: pipeline, stages and tools.")
 
 QUIET_ENV = {
@@ -78,10 +116,9 @@ def stage(
     with user_errors():
         root = project_root()
         configure_env(root)
-        from flows.pipeline import STAGE_FLOWS
+        from flows.pipeline import STAGE_FLOWS, check_stage_args
 
-        if args[0] not in STAGE_FLOWS:
-            raise MetadepthError(f"unknown stage {args[0]!r}; stages are {', '.join(STAGE_FLOWS)}")
+        check_stage_args(root, tuple(args))  # before the flow starts: a typo costs no Prefect server start-up
         out = STAGE_FLOWS[args[0]](list(args), str(root))
         typer.echo(f"{out['stage']}: done")
 
@@ -96,6 +133,9 @@ def run(
     """Run the whole DAG of dvc.yaml as one Prefect flow run (cached per stage)."""
     with user_errors():
         root = project_root()
+        from tasks.params import check_overrides
+
+        check_overrides(root / "params.yaml", list(set_ or []))  # fail before a Prefect server starts
         configure_env(root)
         from flows.pipeline import run_pipeline
 

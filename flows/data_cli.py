@@ -21,10 +21,15 @@ data_app = typer.Typer(no_args_is_help=True, help="Ingest real datasets into pre
 
 
 def _options(pairs: list[str]) -> dict:
+    """`-o KEY=VALUE` reader options (YAML values); a malformed one is named as the option it is."""
+    from tasks.io import MetadepthError
     from tasks.params import parse_override
 
     out = {}
     for text in pairs:
+        if "=" not in text or not text.split("=", 1)[0].strip():
+            raise MetadepthError(f"--option {text!r}: expected KEY=VALUE, e.g. -o depth_scale=1000 (options per "
+                                 "format: `metadepth data formats`)")
         keys, value = parse_override(text)
         out[".".join(keys)] = value
     return out

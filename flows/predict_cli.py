@@ -39,14 +39,23 @@ def predict(
     from flows.cli import user_errors
 
     with user_errors():
+        from tasks.io import MetadepthError
         from tasks.predict import Camera, predict_paths
+
+        # Argument checks first, before torch loads or any image is searched: one line naming the argument.
+        if not checkpoint.is_file():
+            raise MetadepthError(f"{checkpoint}: checkpoint not found; pass a file the pipeline wrote, e.g. "
+                                 "data/checkpoints/ft_meta.pt")
+        if out.exists() and not out.is_dir():
+            raise MetadepthError(f"--out {out}: is a file; pass a folder (created if missing)")
+        camera = Camera(fov_deg=fov, fx=fx, fy=fy, cx=cx, cy=cy)
 
         def warn(message: str) -> None:
             typer.secho(f"warning: {message}", fg="yellow", err=True)
 
         summary = predict_paths(checkpoint, inputs, out, batch_size=batch_size, max_side=max_side, device=device,
                                 ply=ply or ply_ascii, ply_ascii=ply_ascii,
-                                camera=Camera(fov_deg=fov, fx=fx, fy=fy, cx=cx, cy=cy), strict=strict,
+                                camera=camera, strict=strict,
                                 show_progress=progress, on_warning=warn)
         skipped = summary["skipped"]
         typer.echo(f"predicted {summary['predicted']} image(s) on {summary['device']} -> {summary['out_dir']}"

@@ -10,7 +10,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
+import os
 import random
+import shutil
+import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -129,6 +132,15 @@ def loss_fn_for(loss: LossParams) -> Callable[[torch.nn.Module, dict[str, torch.
     return loss_fn
 
 
+def loader_options(params: Params, device: torch.device) -> dict[str, Any]:
+    """DataLoader keywords of every stage that reads shards: runtime.num_workers, and pinned host memory on CUDA.
+
+    Pinning lets `to_device(..., non_blocking=True)` overlap the copy with GPU work; on the CPU it would only add
+    a copy per batch, so it is on exactly when the batches go to a GPU.
+    """
+    return {"num_workers": params.runtime.num_workers, "pin_memory": device.type == "cuda"}
+
+
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -206,3 +218,40 @@ def batch_to(batch: dict[str, torch.Tensor], device: torch.device,
     if fmt is torch.contiguous_format:
         return moved
     return {k: v.contiguous(memory_format=fmt) if v.dim() == 4 else v for k, v in moved.items()}
+
+
+# torch.compile (runtime.compile): applied to the module that runs forward, never to what gets saved.
+
+
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why torch.compile's default backend (inductor) cannot build kernels for `device` here, or None if it can.
+
+    Inductor compiles C++ with the system compiler on the CPU (and needs Python's headers) and uses Triton on
+    GPUs. Without them compilation fails at the first forward, deep inside a training loop, with a long trace.
+    """
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        return None if has_triton() else "Triton is not installed (inductor needs it on the GPU)"
+    compilers = [os.environ.get("CXX") or "", "g++", "c++", "clang++"]
+    if not any(c and shutil.which(c) for c in compilers):
+        return "no C++ compiler (g++/clang++, or $CXX) is on PATH for inductor's CPU kernels"
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        return "Python's C headers (Python.h) are missing, which inductor's CPU kernels need"
+    return None
+
+
+def maybe_compile(model: torch.nn.Module, params: Params, device: torch.device) -> torch.nn.Module:
+    """`torch.compile(model)` when runtime.compile is true, else `model` itself.
+
+    The compiled wrapper shares the model's parameters and buffers, so optimizers, Reptile and resume snapshots
+    work on the model as before. Callers run forward through the returned module but keep saving `model`: the
+    wrapper's state_dict keys carry an `_orig_mod.` prefix that an eager model could not load.
+    """
+    rt = params.runtime
+    if not rt.compile:
+        return model
+    problem = compile_unavailable(device)
+    if problem:
+        raise MetadepthError(f"runtime.compile is true but {problem}; set runtime.compile: false")
+    return torch.compile(model, mode=rt.compile_mode)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from models.metrics import depth_metrics
-from tasks.common import model_from_checkpoint, paths, select_device, training_seed
+from tasks.common import loader_options, maybe_compile, model_from_checkpoint, paths, select_device, training_seed
 from tasks.io import MetadepthError, atomic_write
 from tasks.params import Params
 from tasks.preprocess.shards import ShardDataset, shard_path
@@ -30,6 +30,13 @@ def predict_full_res(model: torch.nn.Module, rgb: torch.Tensor) -> torch.Tensor:
 
 
 def run_evaluate(params: Params, root: Path, model_name: str, dataset: str, seed: int | None = None) -> dict[str, Any]:
+    """Evaluate one checkpoint on one dataset's test split and write its metrics file.
+
+    Memory stays bounded however many of these run in one process (the pipeline runs the model x dataset fan-out
+    as threads of one process): the data streams in batches of evaluate.batch_size, only a few numbers per image
+    are kept, and the model and the shard's file handle are released when the call returns
+    (tests/test_eval_memory.py).
+    """
     ev = params.evaluate
     proto = ev.protocol(dataset)
     seed = training_seed(params, seed)
@@ -38,21 +45,22 @@ def run_evaluate(params: Params, root: Path, model_name: str, dataset: str, seed
     device = select_device(params)
     model, payload = model_from_checkpoint(p["checkpoints"] / f"{model_name}.pt")
     model.to(device).eval()
-    data = ShardDataset(shard_path(prepared / dataset, "test"))
-    loader = torch.utils.data.DataLoader(data, batch_size=ev.batch_size, num_workers=params.runtime.num_workers)
+    net = maybe_compile(model, params, device)
     protocol = {"min_depth": proto.min_depth, "max_depth": proto.max_depth, "crop": proto.crop, "align": proto.align,
                 "aggregation": "mean over images of per-image metrics on valid pixels",
                 "split": "test"}
     per_image: list[dict[str, float]] = []
-    for batch in loader:
-        pred = predict_full_res(model, batch["rgb"].to(device)).float().cpu().numpy()[:, 0]
-        gt = batch["depth"].numpy()[:, 0]
-        for i in range(gt.shape[0]):
-            m = depth_metrics(pred[i], gt[i], min_depth=proto.min_depth, max_depth=proto.max_depth,
-                              crop=None if proto.crop == "none" else proto.crop,
-                              align=None if proto.align == "none" else proto.align)
-            if m.get("n_valid", 0) > 0:
-                per_image.append(m)
+    with ShardDataset(shard_path(prepared / dataset, "test")) as data:
+        loader = torch.utils.data.DataLoader(data, batch_size=ev.batch_size, **loader_options(params, device))
+        for batch in loader:
+            pred = predict_full_res(net, batch["rgb"].to(device)).float().cpu().numpy()[:, 0]
+            gt = batch["depth"].numpy()[:, 0]
+            for i in range(gt.shape[0]):
+                m = depth_metrics(pred[i], gt[i], min_depth=proto.min_depth, max_depth=proto.max_depth,
+                                  crop=None if proto.crop == "none" else proto.crop,
+                                  align=None if proto.align == "none" else proto.align)
+                if m.get("n_valid", 0) > 0:
+                    per_image.append(m)
     if not per_image:
         caps = f"[{proto.min_depth}, {proto.max_depth}] m"
         raise MetadepthError(f"{dataset}: no test image has valid depth inside {caps}; "

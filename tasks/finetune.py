@@ -28,7 +28,9 @@ from tasks.common import (
     apply_memory_format,
     batch_to,
     check_finite,
+    loader_options,
     loss_fn_for,
+    maybe_compile,
     memory_format,
     model_from_checkpoint,
     paths,
@@ -106,8 +108,9 @@ def run_finetune(params: Params, root: Path, name: str, tracker: Tracker | None 
     # load, and `model` (unwrapped) is what gets saved, so checkpoints have the same keys for any process count.
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
+    net = maybe_compile(net, params, device)  # forward only: `model` (plain keys) is what gets saved
     batches = batches_at(ShardDataset(train), ft.batch_size, seed, itertools.count(start),
-                         part=(rank, world), num_workers=params.runtime.num_workers)
+                         part=(rank, world), **loader_options(params, device))
     loss_fn = loss_fn_for(params.loss)
     augment = augment_fn(params) if ft.online_augment else None
     loss_value = float("nan")

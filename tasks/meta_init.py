@@ -29,7 +29,9 @@ from tasks.common import (
     apply_memory_format,
     batch_to,
     check_finite,
+    loader_options,
     loss_fn_for,
+    maybe_compile,
     memory_format,
     model_from_checkpoint,
     paths,
@@ -112,6 +114,7 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
         outer_lr=mp.outer_lr, outer_optimizer=mp.outer_optimizer, clip_grad_norm=mp.clip_grad_norm,
         inner_augment=inner_augment, task_augment=task_augment, generator=g, skip_nonfinite=mp.skip_nonfinite_steps,
     )
+    reptile.inner_model = maybe_compile(reptile.inner_model, params, device)  # forward only; `model` is saved
     out = p["checkpoints"] / f"{variant}.pt"
     curve = CurveWriter(p["curves"] / f"{variant}.csv", CURVE_COLUMNS)
     resume = ResumeState(out, params_hash([subset(params, ["seed", "data", "loss", "augment"]), seed, mp.model_dump(),
@@ -124,7 +127,7 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
     per_step = per_rank * world  # tasks averaged by one outer step, over all ranks
     batches = batches_at(ShardDataset(train), mp.batch_size, seed,
                          meta_positions(start, per_rank, rank, world, partners=task_augment is not None),
-                         num_workers=params.runtime.num_workers)
+                         **loader_options(params, device))
     stats: dict[str, float] = {}
     with Progress(transient=True, disable=not main) as bar:
         job = bar.add_task(f"meta_init {variant} (Reptile)", total=mp.steps, completed=start)

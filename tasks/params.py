@@ -37,7 +37,7 @@ class DataParams(_Strict):
     min_depth: float = Field(gt=0)  # depth outside [min_depth, max_depth] is marked invalid (0) in shards
     max_depth: float = Field(gt=0)
     chunk_frames: int = Field(ge=1)  # frames per HDF5 chunk: 1 keeps random access to one chunk per sample
-    compression: Literal["none", "lzf", "gzip"]
+    compression: Literal["none", "lzf", "gzip"]  # none: fastest reads (docs/performance.md); lzf/gzip: smaller
     render_batch: int = Field(ge=1)  # frames the synthetic generator renders at once (bounds memory)
     sources: dict[str, SourceParams] = {}  # real datasets: name -> reader + path under data/raw/ (else synthetic)
 
@@ -244,6 +244,10 @@ class RuntimeParams(_Strict):
     dist_backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl on GPU, gloo on CPU
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto: bf16 autocast on GPU, off on CPU
     channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for GPU, off on CPU
+    # torch.compile the model in meta_init, finetune and evaluate (checkpoints keep plain keys). Off by default:
+    # no gain on the CPU default for a ~50 s compile (docs/performance.md); a GPU question.
+    compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # torch.compile(mode=...)
 
 
 class Params(_Strict):
@@ -337,20 +341,31 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), YAML(typ="safe").load(io.StringIO(value)) if value.strip() else None
 
 
-def apply_overrides(path: Path, overrides: list[str]) -> Params:
-    """Write `-S` overrides into params.yaml, as `dvc exp run -S` does, so DVC and Prefect see the same values."""
+def _with_overrides(path: Path, overrides: list[str]) -> tuple[Any, Params]:
     raw = read_raw(path)
     for text in overrides:
         keys, value = parse_override(text)
         node = raw
         for depth, k in enumerate(keys[:-1]):
             if not isinstance(node, dict) or k not in node:
-                raise MetadepthError(f"override {text!r}: unknown key {'.'.join(keys[: depth + 1])}")
+                raise MetadepthError(f"override {text!r}: unknown key {'.'.join(keys[: depth + 1])} "
+                                     "(see params.yaml for the valid keys)")
             node = node[k]
         if not isinstance(node, dict) or keys[-1] not in node:
-            raise MetadepthError(f"override {text!r}: unknown key {'.'.join(keys)}")
+            raise MetadepthError(f"override {text!r}: unknown key {'.'.join(keys)} "
+                                 "(see params.yaml for the valid keys)")
         node[keys[-1]] = value
-    params = validate(json.loads(json.dumps(raw)), f"{path} with overrides")
+    return raw, validate(json.loads(json.dumps(raw)), f"{path} with overrides")
+
+
+def check_overrides(path: Path, overrides: list[str]) -> Params:
+    """The params `-S` overrides would give, validated, without writing anything (a CLI checks them up front)."""
+    return _with_overrides(path, overrides)[1]
+
+
+def apply_overrides(path: Path, overrides: list[str]) -> Params:
+    """Write `-S` overrides into params.yaml, as `dvc exp run -S` does, so DVC and Prefect see the same values."""
+    raw, params = _with_overrides(path, overrides)
     buf = io.StringIO()
     _yaml().dump(raw, buf)
     with atomic_write(path) as tmp:

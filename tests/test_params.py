@@ -45,6 +45,8 @@ def test_default_params_are_valid():
         (("finetune", "inits"), ["scratch", "scratch"], "finetune.inits"),
         (("finetune", "inits"), {"scratch": "scratch"}, "finetune.inits"),  # the old mapping form
         (("init", "kinds"), ["random"], "init.kinds"),
+        (("runtime", "compile"), "maybe", "runtime.compile"),
+        (("runtime", "compile_mode"), "fastest", "runtime.compile_mode"),
     ],
 )
 def test_bad_params_name_the_key(path, value, key_in_message):

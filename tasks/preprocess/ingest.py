@@ -114,7 +114,7 @@ def ingest(
     min_depth: float,
     max_depth: float,
     chunk_frames: int = 1,
-    compression: str = "lzf",
+    compression: str = "none",
     workers: int = 0,
     skip_bad: bool = False,
     progress: bool = False,

@@ -6,14 +6,14 @@
 Fixture: small synthetic frames (tasks/preprocess/synthetic.py, 120x160) written as a rendered-folder dataset
 (RGB PNG + 16-bit depth PNG, 10 scenes), ingested at the params.yaml default resolution in a fresh process per size.
 Reported: the ingesting process's resident memory after imports (torch is most of it) and its peak, the largest
-worker's peak, and the peak of all processes together (sampled with psutil).
+worker's peak, and the peak of all processes together (sampled with psutil by `ChildrenRSS`, which
+`metadepth bench` and the evaluation fan-out test use too).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,11 +26,28 @@ import numpy as np
 UNIQUE_FRAMES = 200  # rendered once, then cycled: content does not change memory behaviour
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+def _proc_status_mb(field: str) -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return float("nan")
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now, in MB (Linux /proc; NaN elsewhere)."""
+    return _proc_status_mb("VmRSS")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM), NaN where /proc is missing.
+
+    Not ru_maxrss: Linux carries the parent's peak over fork + exec into it, so a child started by a big parent
+    (torch and models loaded) would report the parent's peak instead of its own.
+    """
+    return _proc_status_mb("VmHWM")
 
 
 def write_fixture(root: Path, frames: int, height: int = 120, width: int = 160) -> None:
@@ -46,46 +63,61 @@ def write_fixture(root: Path, frames: int, height: int = 120, width: int = 160) 
         cv2.imwrite(str(scene / "depth" / f"{i:06d}.png"), np.round(batch["depth"][j] * 1000).astype(np.uint16))
 
 
-class _WorkerSampler(threading.Thread):
-    """Largest resident size of any one worker process, and of all processes together, sampled every 20 ms.
+class ChildrenRSS(threading.Thread):
+    """Peak resident size of this process, of its largest child process and of all of them together, sampled
+    every `interval` seconds while it runs (use it as a context manager around the work to measure).
 
-    (ru_maxrss of children is useless here: a child started by fork + exec inherits its parent's peak.)
+    The one sampler of the project (ingest memcheck, `metadepth bench`, the evaluation fan-out test). Sampling
+    rather than VmHWM/ru_maxrss: ru_maxrss of children is useless here (a child started by fork + exec inherits its
+    parent's peak), and a process's VmHWM covers its whole life, while this covers only the measured interval.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, interval: float = 0.02) -> None:
         super().__init__(daemon=True)
-        self.worker_peak = self.total_peak = 0.0
-        self.done = threading.Event()
+        self.interval = interval
+        self.self_peak = self.child_peak = self.total_peak = 0.0
+        self._done = threading.Event()
 
-    def run(self) -> None:
+    def sample(self) -> None:
         import psutil
 
         me = psutil.Process()
-        while not self.done.wait(0.02):
-            sizes = []
-            for p in me.children(recursive=True):
-                try:
-                    sizes.append(p.memory_info().rss / 2**20)
-                except psutil.Error:
-                    pass
-            self.worker_peak = max([self.worker_peak, *sizes])
-            self.total_peak = max(self.total_peak, me.memory_info().rss / 2**20 + sum(sizes))
+        sizes = []
+        for p in me.children(recursive=True):
+            try:
+                sizes.append(p.memory_info().rss / 2**20)
+            except psutil.Error:  # the child ended between listing and reading
+                pass
+        mine = me.memory_info().rss / 2**20
+        self.self_peak = max(self.self_peak, mine)
+        self.child_peak = max([self.child_peak, *sizes])
+        self.total_peak = max(self.total_peak, mine + sum(sizes))
+
+    def run(self) -> None:
+        self.sample()
+        while not self._done.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> ChildrenRSS:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self.join()
+        self.sample()  # the state at the end counts too, however short the interval was
 
 
 def child(source: Path, out: Path, workers: int) -> None:
     from tasks.preprocess.ingest import ingest
     from tasks.preprocess.readers import make_reader
 
-    before = _rss_mb()
-    sampler = _WorkerSampler()
-    sampler.start()
-    summary = ingest(make_reader("hm3d", source), out, dataset="memcheck", source_label=str(source), height=64,
-                     width=96, min_depth=0.1, max_depth=10.0, workers=workers)
-    sampler.done.set()
-    sampler.join()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = rss_mb()
+    with ChildrenRSS() as sampler:
+        summary = ingest(make_reader("hm3d", source), out, dataset="memcheck", source_label=str(source), height=64,
+                         width=96, min_depth=0.1, max_depth=10.0, workers=workers)
     print(json.dumps({"frames": sum(summary["frames"].values()), "main_rss_after_imports_mb": round(before, 1),
-                      "main_peak_rss_mb": round(peak, 1), "worker_peak_rss_mb": round(sampler.worker_peak, 1),
+                      "main_peak_rss_mb": round(peak_rss_mb(), 1), "worker_peak_rss_mb": round(sampler.child_peak, 1),
                       "all_processes_peak_rss_mb": round(sampler.total_peak, 1)}))
 
 

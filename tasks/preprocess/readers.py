@@ -26,7 +26,8 @@ __all__ = ["READERS", "Frame", "Reader", "Sample", "get_reader", "make_reader"]
 
 def get_reader(fmt: str) -> type[Reader]:
     if fmt not in READERS:
-        raise MetadepthError(f"unknown dataset format {fmt!r}; formats are {', '.join(READERS)}")
+        raise MetadepthError(f"unknown dataset format {fmt!r}; formats are {', '.join(READERS)} "
+                             "(`metadepth data formats` lists their options)")
     return READERS[fmt]
 
 

@@ -7,6 +7,7 @@ Chunks hold `chunk_frames` frames so a random sample touches one chunk; writing 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -108,13 +109,21 @@ def check_shard(path: Path) -> dict[str, Any]:
                     raise MetadepthError(f"{path}: missing dataset '{key}'; re-run the prepare stage")
             attrs["length"] = f["depth"].shape[0]
             attrs["shape"] = tuple(f["depth"].shape[1:])
+            attrs["chunk_frames"] = (f["depth"].chunks or f["depth"].shape)[0]
             return attrs
     except OSError as err:
         raise MetadepthError(f"{path}: not a readable HDF5 shard ({err}); re-run the prepare stage") from None
 
 
 class ShardDataset(Dataset):
-    """Random access to one shard. The file is opened lazily in each worker: h5py handles must not cross a fork."""
+    """Random access to one shard, with the HDF5 file and its two datasets kept open per process.
+
+    Why open once: looking up `file["rgb"]` / `file["depth"]` costs more than reading a small frame, so
+    reopening (or re-looking-up) per sample made reads several times slower (docs/performance.md, "Data loading").
+    Why lazily and per process: an h5py handle must not cross a fork or a pickle (DataLoader workers get a copy of
+    this object), so the handles are opened on the first read in each process, dropped by pickling, and reopened
+    when a read happens in a process other than the one that opened them. `close()` (or `with`) releases them.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -122,20 +131,46 @@ class ShardDataset(Dataset):
         self.length = int(info["length"])
         self.attrs = info
         self._file: h5py.File | None = None
+        self._rgb: h5py.Dataset | None = None
+        self._depth: h5py.Dataset | None = None
+        self._pid: int | None = None
 
     def __len__(self) -> int:
         return self.length
 
+    def _datasets(self) -> tuple[h5py.Dataset, h5py.Dataset]:
+        if self._file is None or self._pid != os.getpid():
+            # A handle inherited through fork belongs to the parent: never use or close it here, just forget it.
+            # One frame per chunk (data.chunk_frames 1): a random read never finds its chunk in HDF5's chunk cache,
+            # and without the cache the chunk is read straight into the output array (one copy less). Several
+            # frames per chunk: h5py's default cache, so neighbours of a frame just read are not decompressed again.
+            cache = {"rdcc_nbytes": 0} if self.attrs["chunk_frames"] == 1 else {}
+            self._file = h5py.File(self.path, "r", **cache)
+            self._rgb, self._depth = self._file["rgb"], self._file["depth"]
+            self._pid = os.getpid()
+        return self._rgb, self._depth
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if self._file is None:
-            self._file = h5py.File(self.path, "r")
-        rgb = torch.from_numpy(self._file["rgb"][i]).permute(2, 0, 1).float().div_(255.0)
-        depth = torch.from_numpy(self._file["depth"][i]).unsqueeze(0)
+        rgb_ds, depth_ds = self._datasets()
+        rgb = torch.from_numpy(rgb_ds[i]).permute(2, 0, 1).float().div_(255.0)
+        depth = torch.from_numpy(depth_ds[i]).unsqueeze(0)
         return {"rgb": rgb, "depth": depth, "index": torch.tensor(i)}
+
+    def close(self) -> None:
+        """Close the file if this process opened it (a later read reopens it)."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = self._rgb = self._depth = self._pid = None
+
+    def __enter__(self) -> ShardDataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_file"] = None
+        state.update(_file=None, _rgb=None, _depth=None, _pid=None)
         return state
 
 

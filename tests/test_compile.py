@@ -1,0 +1,91 @@
+"""runtime.compile: the training and evaluation stages run a torch.compile'd model, checkpoints keep plain keys
+(no `_orig_mod.` prefix), and a machine that cannot compile gets one line telling it to turn the switch off."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_project import ROOT, tiny_params
+
+from tasks.common import compile_unavailable, load_checkpoint, maybe_compile, model_from_checkpoint
+from tasks.io import MetadepthError
+from tasks.params import load_params
+
+CPU = torch.device("cpu")
+
+
+def _params(tmp_path, compile_: bool):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    tiny_params(tmp_path / "params.yaml", runtime={"compile": compile_, "device": "cpu", "num_threads": 1})
+    return load_params(tmp_path / "params.yaml")
+
+
+def test_compile_off_returns_the_model_itself(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    assert maybe_compile(model, _params(tmp_path, False), CPU) is model
+
+
+def test_no_compiler_is_one_line_naming_the_switch(tmp_path, monkeypatch):
+    monkeypatch.setattr("tasks.common.shutil.which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(MetadepthError) as err:
+        maybe_compile(torch.nn.Linear(2, 2), _params(tmp_path, True), CPU)
+    message = str(err.value)
+    assert "runtime.compile: false" in message and "C++ compiler" in message and "\n" not in message
+
+
+@pytest.fixture
+def project(tmp_path, single_thread):
+    from tasks.initialize import run_init
+    from tasks.preprocess.prepare import prepare
+
+    params = _params(tmp_path, True)
+    prepare(params, "loft", tmp_path)
+    run_init(params, tmp_path, "scratch")
+    yield params, tmp_path
+    torch._dynamo.reset()  # compiled graphs must not leak into other tests
+
+
+def _spy_compile(monkeypatch, **force) -> list[str]:
+    """Record what torch.compile is applied to; `force` overrides its keywords (e.g. a cheap backend)."""
+    compiled: list[str] = []
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compiled.append(type(model).__name__)
+                        or compile_(model, **{**kw, **force}))
+    return compiled
+
+
+def _assert_plain_keys(path) -> None:
+    keys = list(load_checkpoint(path)["model"])
+    assert keys and not any("_orig_mod" in k for k in keys)
+    model, _ = model_from_checkpoint(path)  # loads into an eager model
+    assert not any("_orig_mod" in k for k in model.state_dict())
+
+
+@pytest.mark.skipif(compile_unavailable(CPU) is not None, reason=f"torch.compile cannot build CPU kernels here: "
+                                                                 f"{compile_unavailable(CPU)}")
+def test_compiled_training_step_runs_and_checkpoint_keys_are_plain(project, monkeypatch):
+    """The real thing: inductor compiles forward and backward of the fine-tuning step (minutes on a busy 2-core
+    machine when its cache is cold, seconds when warm)."""
+    from tasks.finetune import run_finetune
+
+    params, root = project
+    compiled = _spy_compile(monkeypatch)
+    result = run_finetune(params, root, "scratch")
+    assert compiled == ["DepthNet"]  # the training step ran through the compiled module
+    assert result["final_loss"] == result["final_loss"]  # finite, not NaN
+    _assert_plain_keys(root / result["checkpoint"])
+
+
+def test_meta_init_and_evaluate_run_through_the_compiled_model(project, monkeypatch):
+    """Where the switch is applied in the other two stages (dynamo traces, the cheap 'eager' backend runs)."""
+    from tasks.evaluate import run_evaluate
+    from tasks.meta_init import run_meta_init
+
+    params, root = project
+    compiled = _spy_compile(monkeypatch, backend="eager", mode=None)
+    result = run_meta_init(params, root, "meta")
+    assert compiled == ["DepthNet"]  # Reptile's inner model, which runs every forward of the inner loop
+    _assert_plain_keys(root / result["checkpoint"])
+    metrics = run_evaluate(params, root, "meta", "loft")
+    assert compiled == ["DepthNet", "DepthNet"] and metrics["n_images"] > 0
