@@ -45,6 +45,10 @@ def configure_env(root: Path) -> None:
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(state / "prefect-results"))
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(state / "prefect-results"))
     os.environ.setdefault("METADEPTH_HASH_CACHE", str(state / "hashes.json"))
+    # Concurrency-slot leases on disk (PREFECT_HOME/concurrency_leases), not in the server's memory: a slot held by
+    # a killed run is then freed when its lease expires, even after the server that granted it has stopped.
+    os.environ.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE",
+                          "prefect.server.concurrency.lease_storage.filesystem")
 
 
 def project_root() -> Path:
@@ -91,15 +95,26 @@ def run(
     set_: Annotated[list[str] | None, typer.Option("--set-param", "-S", help="override KEY=VALUE (written to "
                                                    "params.yaml, like `dvc exp run -S`)")] = None,
     commit: Annotated[bool, typer.Option(help="commit outputs to DVC afterwards so `dvc status` is clean")] = True,
-    max_parallel: Annotated[int, typer.Option(min=1, help="stages run at once (fan-outs)")] = 2,
+    max_parallel: Annotated[int, typer.Option(min=1, help="stage tasks run at once (the evaluation fan-out); "
+                                              "with --task-runner dask, the local cluster's threads")] = 2,
+    task_runner: Annotated[str, typer.Option(help="thread (a thread pool in this process) or dask (a local Dask "
+                                             "cluster, or the one at --dask-address)")] = "thread",
+    dask_address: Annotated[str | None, typer.Option(help="scheduler of an existing Dask cluster, e.g. "
+                                                     "tcp://10.0.0.5:8786 (needs --task-runner dask)")] = None,
 ) -> None:
     """Run the whole DAG of dvc.yaml as one Prefect flow run (cached per stage)."""
     with user_errors():
         root = project_root()
         configure_env(root)
+        from flows.orchestration import make_task_runner
+
+        make_task_runner(task_runner, max_parallel, dask_address)  # bad options fail before a server starts
         from flows.pipeline import run_pipeline
 
-        out = run_pipeline(root, list(set_ or []), max_parallel)
+        # A real server (not an ephemeral one) so the training concurrency limit is held (flows/orchestration.py).
+        with prefect_server(root):
+            out = run_pipeline(root, list(set_ or []), max_parallel, task_runner, dask_address)
+        typer.echo(f"task runner: {task_runner}" + (f" at {dask_address}" if dask_address else ""))
         typer.echo(f"stages run: {len(out['ran'])}, cache hits: {len(out['cached'])}; MLflow run {out['mlflow_run']}")
         typer.echo(f"ran: {' '.join(out['ran']) or '-'}")
         print_report(root)
