@@ -19,6 +19,7 @@ from typing import Annotated
 
 import typer
 
+from flows.orchestration import DEFAULT_MAX_PARALLEL, TASK_RUNNERS
 from tasks.io import MetadepthError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -96,9 +97,10 @@ def run(
                                                    "params.yaml, like `dvc exp run -S`)")] = None,
     commit: Annotated[bool, typer.Option(help="commit outputs to DVC afterwards so `dvc status` is clean")] = True,
     max_parallel: Annotated[int, typer.Option(min=1, help="stage tasks run at once (the evaluation fan-out); "
-                                              "with --task-runner dask, the local cluster's threads")] = 2,
-    task_runner: Annotated[str, typer.Option(help="thread (a thread pool in this process) or dask (a local Dask "
-                                             "cluster, or the one at --dask-address)")] = "thread",
+                                              "with --task-runner dask, the local cluster's threads")]
+    = DEFAULT_MAX_PARALLEL,
+    task_runner: Annotated[str, typer.Option(help=f"{' or '.join(TASK_RUNNERS)}: a thread pool in this process, or "
+                                             "a local Dask cluster (or the one at --dask-address)")] = "thread",
     dask_address: Annotated[str | None, typer.Option(help="scheduler of an existing Dask cluster, e.g. "
                                                      "tcp://10.0.0.5:8786 (needs --task-runner dask)")] = None,
 ) -> None:
@@ -200,7 +202,8 @@ def repro(ctx: typer.Context) -> None:
 
 @app.command()
 def serve(
-    max_parallel: Annotated[int, typer.Option(min=1, help="stages run at once within one pipeline run")] = 2,
+    max_parallel: Annotated[int, typer.Option(min=1, help="stages run at once within one pipeline run")]
+    = DEFAULT_MAX_PARALLEL,
 ) -> None:
     """Serve the pipeline and stage flows: start runs, with parameters, from the Prefect UI (Ctrl-C stops)."""
     with user_errors():
