@@ -189,7 +189,9 @@ def training_slot(name: str = TRAIN_LIMIT, notice_every: float = 60.0) -> Iterat
     with ExitStack() as stack:
         while True:
             try:
-                stack.enter_context(concurrency(name, occupy=1, timeout_seconds=notice_every, strict=True))
+                # A failed lease renewal (a server hiccup) must not kill hours of training: it only logs.
+                stack.enter_context(concurrency(name, occupy=1, timeout_seconds=notice_every, strict=True,
+                                                raise_on_lease_renewal_failure=False))
                 break
             except TimeoutError:
                 print(f"waiting for a free '{name}' slot: another training stage holds it (`prefect gcl inspect "

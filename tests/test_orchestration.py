@@ -252,3 +252,24 @@ def test_progress_artifact_follows_the_training_steps(project, monkeypatch):
     [state] = run_in_flow(project, [spec])
     assert state.is_completed()
     assert seen == [50.0] and read() == 100.0
+
+
+def test_a_waiting_training_stage_says_why(project, capsys):
+    import contextvars
+
+    from flows.orchestration import training_slot
+
+    held = threading.Event()
+
+    def hold():
+        with training_slot():
+            held.set()
+            time.sleep(1.5)
+
+    other = threading.Thread(target=contextvars.copy_context().run, args=(hold,))
+    other.start()
+    assert held.wait(60)
+    with training_slot(notice_every=0.5):
+        pass
+    other.join()
+    assert f"waiting for a free '{TRAIN_LIMIT}' slot" in capsys.readouterr().out
