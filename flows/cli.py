@@ -108,13 +108,14 @@ def run(
     with user_errors():
         root = project_root()
         configure_env(root)
-        from flows.orchestration import make_task_runner
+        from flows.orchestration import check_task_runner
 
-        make_task_runner(task_runner, max_parallel, dask_address)  # bad options fail before a server starts
-        from flows.pipeline import run_pipeline
-
+        check_task_runner(task_runner, max_parallel, dask_address)  # bad options fail before a server starts
         # A real server (not an ephemeral one) so the training concurrency limit is held (flows/orchestration.py).
+        # Prefect is imported only once PREFECT_API_URL points at it: it reads its settings at import.
         with prefect_server(root):
+            from flows.pipeline import run_pipeline
+
             out = run_pipeline(root, list(set_ or []), max_parallel, task_runner, dask_address)
         typer.echo(f"task runner: {task_runner}" + (f" at {dask_address}" if dask_address else ""))
         typer.echo(f"stages run: {len(out['ran'])}, cache hits: {len(out['cached'])}; MLflow run {out['mlflow_run']}")
@@ -164,6 +165,10 @@ def prefect_server(root: Path, timeout: float = 180.0):
         os.environ["PREFECT_API_URL"] = url
         yield url
     finally:
+        if "prefect.logging.handlers" in sys.modules:  # send this process's last run logs while the server is up
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=5)
         os.environ.pop("PREFECT_API_URL", None)
         proc.terminate()
         try:

@@ -11,6 +11,7 @@ artifact call is logged, never raised: the UI view of a run must not be able to 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -153,6 +154,9 @@ def _api_server() -> bool:
     return bool(get_current_settings().api.url)
 
 
+_ENSURE_LOCK = threading.Lock()  # stages of one run start together: one creates the limit, the others then find it
+
+
 def ensure_limit(name: str = TRAIN_LIMIT, limit: int = 1) -> None:
     """Create the global concurrency limit with `limit` slots if it does not exist.
 
@@ -163,7 +167,7 @@ def ensure_limit(name: str = TRAIN_LIMIT, limit: int = 1) -> None:
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
-    with get_client(sync_client=True) as client:
+    with _ENSURE_LOCK, get_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
@@ -258,6 +262,16 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
 # --- task runners ------------------------------------------------------------------------------------------------
 
 
+def check_task_runner(kind: str, max_parallel: int, dask_address: str | None = None) -> None:
+    """Validate the task runner options without importing Prefect (the CLI checks them before a server starts)."""
+    if kind not in TASK_RUNNERS:
+        raise MetadepthError(f"task runner {kind!r}: use one of {', '.join(TASK_RUNNERS)}")
+    if max_parallel < 1:
+        raise MetadepthError(f"max_parallel {max_parallel}: must be at least 1")
+    if dask_address and kind != "dask":
+        raise MetadepthError("--dask-address needs --task-runner dask")
+
+
 def make_task_runner(kind: str = "thread", max_parallel: int = DEFAULT_MAX_PARALLEL,
                      dask_address: str | None = None) -> Any:
     """The task runner of the pipeline flow: `thread` (the default) or `dask`.
@@ -266,13 +280,8 @@ def make_task_runner(kind: str = "thread", max_parallel: int = DEFAULT_MAX_PARAL
     threads of the local Dask cluster started for the run. With `dask_address` the tasks go to an existing Dask
     scheduler, and its workers' threads are the bound; the workers must see the project at the same path.
     """
-    if kind not in TASK_RUNNERS:
-        raise MetadepthError(f"task runner {kind!r}: use one of {', '.join(TASK_RUNNERS)}")
-    if max_parallel < 1:
-        raise MetadepthError(f"max_parallel {max_parallel}: must be at least 1")
+    check_task_runner(kind, max_parallel, dask_address)
     if kind == "thread":
-        if dask_address:
-            raise MetadepthError("--dask-address needs --task-runner dask")
         from prefect.task_runners import ThreadPoolTaskRunner
 
         return ThreadPoolTaskRunner(max_workers=max_parallel)
