@@ -26,6 +26,7 @@ try:  # typer vendors its own copy of click (0.2x): its exceptions, not the `cli
 except ImportError:  # an older typer on the installed click
     from click import exceptions as cli_errors
 
+from flows.orchestration import DEFAULT_MAX_PARALLEL, TASK_RUNNERS
 from tasks.io import MetadepthError
 
 
@@ -83,6 +84,10 @@ def configure_env(root: Path) -> None:
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(state / "prefect-results"))
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(state / "prefect-results"))
     os.environ.setdefault("METADEPTH_HASH_CACHE", str(state / "hashes.json"))
+    # Concurrency-slot leases on disk (PREFECT_HOME/concurrency_leases), not in the server's memory: a slot held by
+    # a killed run is then freed when its lease expires, even after the server that granted it has stopped.
+    os.environ.setdefault("PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE",
+                          "prefect.server.concurrency.lease_storage.filesystem")
 
 
 def project_root() -> Path:
@@ -128,7 +133,13 @@ def run(
     set_: Annotated[list[str] | None, typer.Option("--set-param", "-S", help="override KEY=VALUE (written to "
                                                    "params.yaml, like `dvc exp run -S`)")] = None,
     commit: Annotated[bool, typer.Option(help="commit outputs to DVC afterwards so `dvc status` is clean")] = True,
-    max_parallel: Annotated[int, typer.Option(min=1, help="stages run at once (fan-outs)")] = 2,
+    max_parallel: Annotated[int, typer.Option(min=1, help="stage tasks run at once (the evaluation fan-out); "
+                                              "with --task-runner dask, the local cluster's threads")]
+    = DEFAULT_MAX_PARALLEL,
+    task_runner: Annotated[str, typer.Option(help=f"{' or '.join(TASK_RUNNERS)}: a thread pool in this process, or "
+                                             "a local Dask cluster (or the one at --dask-address)")] = "thread",
+    dask_address: Annotated[str | None, typer.Option(help="scheduler of an existing Dask cluster, e.g. "
+                                                     "tcp://10.0.0.5:8786 (needs --task-runner dask)")] = None,
 ) -> None:
     """Run the whole DAG of dvc.yaml as one Prefect flow run (cached per stage)."""
     with user_errors():
@@ -137,9 +148,16 @@ def run(
 
         check_overrides(root / "params.yaml", list(set_ or []))  # fail before a Prefect server starts
         configure_env(root)
-        from flows.pipeline import run_pipeline
+        from flows.orchestration import check_task_runner
 
-        out = run_pipeline(root, list(set_ or []), max_parallel)
+        check_task_runner(task_runner, max_parallel, dask_address)  # bad options fail before a server starts
+        # A real server (not an ephemeral one) so the training concurrency limit is held (flows/orchestration.py).
+        # Prefect is imported only once PREFECT_API_URL points at it: it reads its settings at import.
+        with prefect_server(root):
+            from flows.pipeline import run_pipeline
+
+            out = run_pipeline(root, list(set_ or []), max_parallel, task_runner, dask_address)
+        typer.echo(f"task runner: {task_runner}" + (f" at {dask_address}" if dask_address else ""))
         typer.echo(f"stages run: {len(out['ran'])}, cache hits: {len(out['cached'])}; MLflow run {out['mlflow_run']}")
         typer.echo(f"ran: {' '.join(out['ran']) or '-'}")
         print_report(root)
@@ -187,6 +205,10 @@ def prefect_server(root: Path, timeout: float = 180.0):
         os.environ["PREFECT_API_URL"] = url
         yield url
     finally:
+        if "prefect.logging.handlers" in sys.modules:  # send this process's last run logs while the server is up
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=5)
         os.environ.pop("PREFECT_API_URL", None)
         proc.terminate()
         try:
@@ -225,7 +247,8 @@ def repro(ctx: typer.Context) -> None:
 
 @app.command()
 def serve(
-    max_parallel: Annotated[int, typer.Option(min=1, help="stages run at once within one pipeline run")] = 2,
+    max_parallel: Annotated[int, typer.Option(min=1, help="stages run at once within one pipeline run")]
+    = DEFAULT_MAX_PARALLEL,
 ) -> None:
     """Serve the pipeline and stage flows: start runs, with parameters, from the Prefect UI (Ctrl-C stops)."""
     with user_errors():

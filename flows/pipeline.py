@@ -10,12 +10,23 @@ from __future__ import annotations
 import functools
 import json
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
-from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.orchestration import (
+    DEFAULT_MAX_PARALLEL,
+    RETRY_DELAYS,
+    STAGE_RETRIES,
+    TRAINING_KINDS,
+    StageProgress,
+    make_task_runner,
+    publish_report,
+    retry_transient,
+    training_slot,
+)
 from tasks import tracking
 from tasks.caching import StageSpec, cache_key, find_stage, load_stages, outputs_exist
 from tasks.io import MetadepthError, project_lock
@@ -103,17 +114,27 @@ def _numbers(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
             if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-@task(cache_key_fn=_stage_key, persist_result=True, result_serializer="json", retries=0)
+@task(cache_key_fn=_stage_key, persist_result=True, result_serializer="json", retries=STAGE_RETRIES,
+      retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=retry_transient)
 def stage_task(args: tuple[str, ...], root: str, parent_run_id: str | None = None) -> dict[str, Any]:
-    """One DVC stage as a cached Prefect task, recorded as one MLflow run (nested under the pipeline's)."""
+    """One DVC stage as a cached Prefect task, recorded as one MLflow run (nested under the pipeline's).
+
+    Transient failures (a locked SQLite database, a server not ready) are retried; a training stage resumes from
+    its resume snapshot. Training stages hold the `metadepth-train` concurrency slot and show a progress artifact.
+    """
     rootp = Path(root)
     params = load_params(rootp / "params.yaml")
     spec = find_stage(rootp, tuple(args))
     values = subset(params, list(spec.params))
     run = tracking.Run(rootp, spec.name, params=values, parent_id=parent_run_id,
                        tags={"kind": "stage", "stage": spec.name, "cache": "miss", "params_hash": params_hash(values)})
+    training = spec.kind in TRAINING_KINDS
+    tracker = StageProgress(run, spec.name) if training else run
     try:
-        result = run_stage_body(params, rootp, tuple(args), run)
+        with training_slot() if training else nullcontext():
+            result = run_stage_body(params, rootp, tuple(args), tracker)
+        if training:
+            tracker.finish()
         run.log_metrics(_numbers(result, "final."), step=0)
         if spec.kind == "report":
             run.log_artifact(rootp / "reports")
@@ -149,7 +170,10 @@ def _stage_flow(kind: str):
         """Run one stage (as `dvc repro` does, through `metadepth stage`)."""
         rootp = Path(root)
         spec = find_stage(rootp, tuple(args))
-        return _submit(spec, rootp, os.environ.get(tracking.PARENT_ENV), []).result()
+        out = _submit(spec, rootp, os.environ.get(tracking.PARENT_ENV), []).result()
+        if spec.kind == "report":
+            publish_report(rootp, out["result"])
+        return out
 
     # A module-level name of its own, so a served deployment can import it back (entrypoint flows.pipeline:<name>).
     stage_flow.__name__ = stage_flow.__qualname__ = f"{kind}_flow"
@@ -177,13 +201,14 @@ def params_to_overrides(root: Path, wanted: Params) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in target.items() if current.get(k) != v]
 
 
-@flow(name="pipeline", log_prints=True)
+@flow(name="pipeline", log_prints=True, task_runner=make_task_runner("thread", DEFAULT_MAX_PARALLEL))
 def pipeline(root: str = ".", overrides: list[str] | None = None, params: Params | None = None,
              commit: bool = True) -> dict[str, Any]:
     """The whole DAG of dvc.yaml as one flow run: a cached task per stage, fan-outs in parallel.
 
     `params` (the validated schema, a form in the Prefect UI) and `overrides` (`key=value`) are written into
-    params.yaml first, as `dvc exp run -S` does, so DVC and Prefect keep seeing the same values.
+    params.yaml first, as `dvc exp run -S` does, so DVC and Prefect keep seeing the same values. Stage tasks run
+    DEFAULT_MAX_PARALLEL at a time unless the caller gives another task runner (`run_pipeline`, `serve`).
     """
     rootp = Path(root)
     with project_lock(rootp, "metadepth run"):
@@ -209,6 +234,9 @@ def _pipeline(rootp: Path, overrides: list[str] | None, params: Params | None, c
             child.log_metrics(_numbers(results[name]["result"], "final."), step=0)
             child.end()
         tracking.log_report(parent, rootp)
+        for spec in stages:
+            if spec.kind == "report":
+                publish_report(rootp, results[spec.name]["result"])
         parent.set_tags({"cached_stages": str(len(cached)), "stages": str(len(stages))})
     except BaseException:
         parent.end("FAILED")
@@ -225,7 +253,7 @@ def serve(root: Path, max_parallel: int, limit: int | None = None) -> None:
     from prefect import serve as prefect_serve
     from prefect.types.entrypoint import EntrypointType
 
-    runner = ThreadPoolTaskRunner(max_workers=max_parallel)
+    runner = make_task_runner("thread", max_parallel)
     deployments = [pipeline.with_options(task_runner=runner).to_deployment(
         name="metadepth", parameters={"root": str(root)}, entrypoint_type=EntrypointType.MODULE_PATH,
         description="The whole DAG of dvc.yaml; edit params in the form or give key=value overrides.")]
@@ -234,6 +262,8 @@ def serve(root: Path, max_parallel: int, limit: int | None = None) -> None:
     prefect_serve(*deployments, limit=limit)
 
 
-def run_pipeline(root: Path, overrides: list[str], max_parallel: int) -> dict[str, Any]:
-    runner = ThreadPoolTaskRunner(max_workers=max_parallel)
+def run_pipeline(root: Path, overrides: list[str], max_parallel: int = DEFAULT_MAX_PARALLEL,
+                 task_runner: str = "thread", dask_address: str | None = None) -> dict[str, Any]:
+    """`metadepth run`: the pipeline flow on a thread pool of `max_parallel`, or on Dask (see make_task_runner)."""
+    runner = make_task_runner(task_runner, max_parallel, dask_address)
     return pipeline.with_options(task_runner=runner)(str(root), overrides or None)

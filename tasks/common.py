@@ -31,7 +31,11 @@ CHECKPOINT_VERSION = 1
 
 
 class Tracker(Protocol):
-    """Where stages report progress; MLflow in the flows, a no-op in plain library use."""
+    """Where stages report progress; MLflow in the flows, a no-op in plain library use.
+
+    A tracker may also have `progress(done: int, total: int)`, called after every training step (the Prefect flows
+    use it for a live progress artifact); it is optional so plain library use needs nothing but `log_metrics`.
+    """
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
 
@@ -152,11 +156,19 @@ def check_finite(value: float, stage: str, step: int, last_good: Path | None) ->
                              "set clip_grad_norm")
 
 
-def report_progress(stage: str, step: int, total: int, loss: float, every_pct: int = 10) -> None:
-    """A plain log line every 10%: rich's bar is invisible in DVC/Prefect logs and CI, these lines are not."""
+def report_progress(stage: str, step: int, total: int, loss: float, every_pct: int = 10,
+                    tracker: Any = None) -> None:
+    """A plain log line every 10%: rich's bar is invisible in DVC/Prefect logs and CI, these lines are not.
+
+    Every step also goes to the tracker's optional `progress(done, total)` hook (see `Tracker`); throttling is the
+    hook's business, so the training loops need not know what is behind it.
+    """
     every = max(1, total * every_pct // 100)
     if (step + 1) % every == 0 or step + 1 == total:
         print(f"{stage}: step {step + 1}/{total} ({100 * (step + 1) // total}%), loss {loss:.4f}", flush=True)
+    hook = getattr(tracker, "progress", None)
+    if hook is not None:
+        hook(step + 1, total)
 
 
 class CurveWriter:

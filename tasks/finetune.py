@@ -140,7 +140,7 @@ def run_finetune(params: Params, root: Path, name: str, tracker: Tracker | None 
                             curve=curve)
             bar.advance(job)
             if main:
-                report_progress(f"finetune {name}", step, ft.steps, loss_value)
+                report_progress(f"finetune {name}", step, ft.steps, loss_value, tracker=tracker)
     apply_memory_format(model, torch.contiguous_format)  # checkpoints hold plain layouts whatever trained them
     digests = check_ranks_agree(model, f"finetune {name}")
     if main:

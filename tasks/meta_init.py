@@ -154,7 +154,7 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
                 resume.save(step + 1, model=model, reptile=reptile, generator=g, curve=curve)
             bar.advance(job)
             if main:
-                report_progress(f"meta_init {variant}", step, mp.steps, stats["loss_last"])
+                report_progress(f"meta_init {variant}", step, mp.steps, stats["loss_last"], tracker=tracker)
     apply_memory_format(model, torch.contiguous_format)  # checkpoints hold plain layouts whatever trained them
     digests = check_ranks_agree(model, f"meta_init {variant}")
     if main:

@@ -1,0 +1,279 @@
+"""What Prefect adds around the stages (flows/orchestration.py): the retry policy, the training concurrency limit,
+progress artifacts, task runners; and that all of it stays out of the way outside a Prefect run.
+
+The task-level tests run the real `stage_task` in-process on a tiny project against the session Prefect server,
+with the stage body replaced by a recording fake: the policies, not the training, are under test.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import requests
+from tiny_project import make_tiny_project
+
+from flows.orchestration import (
+    TRAIN_LIMIT,
+    StageProgress,
+    artifact_key,
+    is_transient,
+    make_task_runner,
+    publish_report,
+    retry_transient,
+    table_rows,
+)
+from tasks.common import NullTracker, report_progress
+from tasks.io import MetadepthError
+
+
+def _caused(exc: BaseException, cause: BaseException) -> BaseException:
+    exc.__cause__ = cause
+    return exc
+
+
+def _http_status(code: int) -> httpx.HTTPStatusError:
+    request = httpx.Request("POST", "http://127.0.0.1:4200/api/flow_runs/")
+    return httpx.HTTPStatusError(f"{code}", request=request, response=httpx.Response(code, request=request))
+
+
+def _sqlalchemy_locked() -> Exception:
+    from sqlalchemy.exc import OperationalError
+
+    return OperationalError("INSERT INTO metrics ...", {}, sqlite3.OperationalError("database is locked"))
+
+
+def _mlflow_wrapped() -> Exception:
+    from mlflow.exceptions import MlflowException
+
+    return _caused(MlflowException("failed to log batch"), _sqlalchemy_locked())
+
+
+@pytest.mark.parametrize(
+    "exc, transient",
+    [
+        (sqlite3.OperationalError("database is locked"), True),
+        (_sqlalchemy_locked(), True),  # how SQLAlchemy (MLflow's and Prefect's stores) reports it
+        (_mlflow_wrapped(), True),  # ... wrapped once more by MLflow: found through __cause__
+        (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), True),  # a server not listening yet
+        (httpx.ConnectError("All connection attempts failed"), True),  # Prefect's client
+        (httpx.ReadTimeout("timed out"), True),
+        (TimeoutError(), True),
+        (requests.exceptions.ConnectionError("Max retries exceeded with url: /api/2.0/mlflow/runs/create"), True),
+        (RuntimeError("API request to http://127.0.0.1:5000 failed: Max retries exceeded"), True),  # MLflow REST
+        (_http_status(503), True),  # server starting
+        (_http_status(404), False),
+        (_http_status(422), False),  # our request is wrong: retrying repeats it
+        (MetadepthError("finetune.lr: must be > 0"), False),
+        (_caused(MetadepthError("checkpoint not found"), ConnectionError()), False),  # ours, whatever the cause
+        (sqlite3.OperationalError("no such table: runs"), False),
+        (ValueError("shapes do not match"), False),
+        (RuntimeError("CUDA out of memory"), False),
+        (KeyError("rmse"), False),
+        (OSError(errno.ENOSPC, "No space left on device"), False),
+        (FileNotFoundError("data/prepared/loft/train.h5"), False),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_only_transient_errors_are_retried(exc, transient):
+    from prefect.states import Failed
+
+    assert is_transient(exc) is transient
+    assert retry_transient(None, None, Failed(data=exc)) is transient  # the same through Prefect's failed state
+
+
+def test_artifact_keys_are_lowercase_dashes():
+    assert artifact_key("metadepth-progress", "finetune@meta") == "metadepth-progress-finetune-meta"
+    assert artifact_key("metadepth-progress", "meta_init@meta_L8") == "metadepth-progress-meta-init-meta-l8"
+
+
+def test_table_rows_parse_the_report_table():
+    md = "| model | loft (train) | studio |\n|---|---|---|\n| scratch | 1.0 / 0.2 / 0.5 | 1.1 (+2.0%) / 0.3 / 0.4 |"
+    assert table_rows(md) == [{"model": "scratch", "loft (train)": "1.0 / 0.2 / 0.5",
+                               "studio": "1.1 (+2.0%) / 0.3 / 0.4"}]
+    assert table_rows("") == []
+
+
+def test_outside_a_prefect_run_nothing_is_published_and_nothing_breaks(tmp_path):
+    """Plain library use (no flow or task run): the progress hook and the report publisher are silent no-ops."""
+    logged = []
+
+    class Recorder(NullTracker):
+        def log_metrics(self, metrics, step):
+            logged.append((step, metrics))
+
+    progress = StageProgress(Recorder(), "finetune@meta")
+    for step in range(3):
+        report_progress("finetune meta", step, 3, 0.5, tracker=progress)
+    progress.log_metrics({"train_loss": 0.5}, 2)
+    progress.finish()
+    assert logged == [(2, {"train_loss": 0.5})] and progress._id is None
+    publish_report(tmp_path, {"table": "| a |\n|---|\n| 1 |", "summary": "reports/summary.md"})
+    report_progress("finetune meta", 0, 3, 0.5)  # no tracker at all
+    report_progress("finetune meta", 0, 3, 0.5, tracker=NullTracker())  # a tracker without the hook
+
+
+def test_task_runner_switch():
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    thread = make_task_runner("thread", 3)
+    assert isinstance(thread, ThreadPoolTaskRunner) and thread._max_workers == 3
+    remote = make_task_runner("dask", 2, "tcp://127.0.0.1:8786")
+    assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://127.0.0.1:8786"
+    local = make_task_runner("dask", 3)
+    assert local.cluster_kwargs["threads_per_worker"] == 3 and local.cluster_kwargs["n_workers"] == 1
+    for bad in [("thread", 2, "tcp://127.0.0.1:8786"), ("ray", 2, None), ("thread", 0, None)]:
+        with pytest.raises(MetadepthError):
+            make_task_runner(*bad)
+
+
+# --- the real stage task, in-process, with a fake stage body ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, prefect_api):
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    root = make_tiny_project(tmp_path_factory.mktemp("orch") / "project")
+    # Prefect read its settings when first imported; point this process at the session server explicitly.
+    with temporary_settings(updates={PREFECT_API_URL: prefect_api,
+                                     PREFECT_LOCAL_STORAGE_PATH: str(root / ".metadepth" / "results")}):
+        yield root
+
+
+def training_specs(root: Path) -> list:
+    from flows.orchestration import TRAINING_KINDS
+    from tasks.caching import load_stages
+
+    return [s for s in load_stages(root) if s.kind in TRAINING_KINDS]
+
+
+def run_in_flow(root: Path, specs: list, **task_options):
+    """Submit `stage_task` for `specs` at once (2 threads) inside a flow; returns the final states."""
+    from prefect import flow
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.pipeline import stage_task
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))
+    def harness():
+        opts = {"refresh_cache": True, **task_options}
+        futures = [stage_task.with_options(task_run_name=s.name, **opts).submit(s.args, str(root)) for s in specs]
+        return [f.wait() or f.state for f in futures]
+
+    return harness()
+
+
+def test_a_transient_failure_is_retried_and_the_second_attempt_succeeds(project, monkeypatch):
+    calls = []
+
+    def flaky(params, root, args, tracker):
+        calls.append(args)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return {"checkpoint": "data/checkpoints/none.pt", "final_loss": 0.1}
+
+    monkeypatch.setattr("flows.pipeline.run_stage_body", flaky)
+    spec = training_specs(project)[0]
+    [state] = run_in_flow(project, [spec], retry_delay_seconds=0)
+    assert state.is_completed() and len(calls) == 2
+    assert state.result()["result"]["final_loss"] == 0.1
+
+
+def test_our_own_errors_are_not_retried(project, monkeypatch):
+    calls = []
+
+    def broken(params, root, args, tracker):
+        calls.append(args)
+        raise MetadepthError("finetune.batch_size 7 cannot be split over 2 processes")
+
+    monkeypatch.setattr("flows.pipeline.run_stage_body", broken)
+    [state] = run_in_flow(project, training_specs(project)[:1], retry_delay_seconds=0)
+    assert state.is_failed() and len(calls) == 1
+
+
+def test_training_stages_never_overlap_and_hold_the_global_limit(project, monkeypatch):
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    spans: dict[str, tuple[float, float]] = {}
+    held = []
+    lock = threading.Lock()
+
+    def train(params, root, args, tracker):
+        start = time.monotonic()
+        with get_client(sync_client=True) as client:
+            try:
+                held.append(client.read_global_concurrency_limit_by_name(TRAIN_LIMIT).active_slots)
+            except ObjectNotFound:
+                held.append(None)
+        time.sleep(1.5)
+        with lock:
+            spans[" ".join(args)] = (start, time.monotonic())
+        return {"checkpoint": "data/checkpoints/none.pt"}
+
+    monkeypatch.setattr("flows.pipeline.run_stage_body", train)
+    specs = training_specs(project)[:2]
+    assert len(specs) == 2
+    states = run_in_flow(project, specs)
+    assert all(s.is_completed() for s in states)
+    (_, a_end), (b_start, _) = sorted(spans.values())
+    assert a_end <= b_start, f"two training stages ran at once: {spans}"
+    assert held == [1, 1]  # each ran holding the one slot
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(TRAIN_LIMIT)
+    assert limit.limit == 1 and limit.active_slots == 0  # created with one slot, released afterwards
+
+
+def test_progress_artifact_follows_the_training_steps(project, monkeypatch):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    spec = training_specs(project)[0]
+    key = artifact_key("metadepth-progress", spec.name)
+    seen = []
+
+    def read() -> float:
+        with get_client(sync_client=True) as client:
+            arts = client.read_latest_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        return float(arts[0].data)
+
+    def train(params, root, args, tracker):
+        for step in range(4):
+            report_progress("fake", step, 4, 0.1, tracker=tracker)
+            if step == 1:
+                seen.append(read())
+        return {"checkpoint": "data/checkpoints/none.pt"}
+
+    monkeypatch.setattr("flows.pipeline.run_stage_body", train)
+    monkeypatch.setattr(StageProgress, "min_interval", 0.0)
+    [state] = run_in_flow(project, [spec])
+    assert state.is_completed()
+    assert seen == [50.0] and read() == 100.0
+
+
+def test_a_waiting_training_stage_says_why(project, capsys):
+    import contextvars
+
+    from flows.orchestration import training_slot
+
+    held = threading.Event()
+
+    def hold():
+        with training_slot():
+            held.set()
+            time.sleep(1.5)
+
+    other = threading.Thread(target=contextvars.copy_context().run, args=(hold,))
+    other.start()
+    assert held.wait(60)
+    with training_slot(notice_every=0.5):
+        pass
+    other.join()
+    assert f"waiting for a free '{TRAIN_LIMIT}' slot" in capsys.readouterr().out

@@ -1,0 +1,90 @@
+"""The tiny pipeline through `metadepth run` as users run it: the Prefect artifacts it leaves (read back through the
+Prefect API), and the same DAG on Dask, on a local cluster the run starts and on an existing one (--dask-address).
+Ordered tests over one tiny project."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_pipeline_e2e import ran, sh
+from tiny_project import make_tiny_project
+
+from flows.orchestration import REPORT_KEY, TABLE_KEY, artifact_key
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, prefect_api) -> Path:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    root = make_tiny_project(tmp_path_factory.mktemp("orch-e2e") / "project")
+    with temporary_settings(updates={PREFECT_API_URL: prefect_api}):  # this process reads the artifacts back
+        yield root
+
+
+def latest_artifacts(keys: list[str]) -> dict[str, object]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)),
+                                     sort=ArtifactSort.CREATED_DESC)
+    latest: dict[str, object] = {}
+    for a in arts:
+        latest.setdefault(a.key, a)
+    return latest
+
+
+def test_run_publishes_report_and_progress_artifacts(tiny):
+    r = sh(tiny, "metadepth", "run")
+    assert "task runner: thread" in r.stdout
+    from tasks.caching import load_stages
+
+    training = [s.name for s in load_stages(tiny) if s.kind in ("meta_init", "finetune")]
+    progress_keys = [artifact_key("metadepth-progress", name) for name in training]
+    arts = latest_artifacts([TABLE_KEY, REPORT_KEY, *progress_keys])
+
+    table = arts[TABLE_KEY]
+    assert table.type == "table" and table.flow_run_id is not None
+    rows = json.loads(table.data)
+    assert {row["model"] for row in rows} == {"scratch + fine-tune (baseline)", "meta-init + fine-tune"}, rows
+    assert {"loft (train)", "studio", "zero-shot mean"} <= set(rows[0])
+
+    report = arts[REPORT_KEY]
+    assert report.type == "markdown" and report.flow_run_id == table.flow_run_id
+    assert report.data == (tiny / "reports" / "summary.md").read_text()
+
+    for key in progress_keys:  # every training stage ran, and its progress reached 100%
+        assert arts[key].type == "progress" and float(arts[key].data) == 100.0, key
+        assert arts[key].task_run_id is not None
+
+
+def test_dask_local_cluster_runs_the_evaluation_fan_out(tiny):
+    for f in (tiny / "data" / "metrics").glob("*.json"):
+        f.unlink()
+    r = sh(tiny, "metadepth", "run", "--task-runner", "dask", "--max-parallel", "2")
+    assert "task runner: dask" in r.stdout and "LocalCluster" in r.stdout + r.stderr
+    assert {n for n in ran(r.stdout) if n.startswith("evaluate@")} == {
+        f"evaluate@{m}-{d}" for m in ("ft_scratch", "ft_meta") for d in ("loft", "studio")}
+    assert len(list((tiny / "data" / "metrics").glob("*.json"))) == 4
+
+
+def test_dask_existing_cluster_by_address(tiny):
+    from distributed import LocalCluster
+
+    (tiny / "data" / "metrics" / "ft_meta__studio.json").unlink()
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp://", host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        r = sh(tiny, "metadepth", "run", "--task-runner", "dask", "--dask-address", cluster.scheduler_address)
+        assert f"at {cluster.scheduler_address}" in r.stdout
+    assert "evaluate@ft_meta-studio" in ran(r.stdout)
+    assert (tiny / "data" / "metrics" / "ft_meta__studio.json").is_file()
+
+
+def test_dask_address_without_dask_is_a_one_line_error(tiny):
+    r = sh(tiny, "metadepth", "run", "--dask-address", "tcp://127.0.0.1:8786", ok=False)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == ["error: --dask-address needs --task-runner dask"]
