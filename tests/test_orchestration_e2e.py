@@ -64,25 +64,25 @@ def test_run_publishes_report_and_progress_artifacts(tiny):
 
 
 def test_dask_local_cluster_runs_the_evaluation_fan_out(tiny):
-    for f in (tiny / "data" / "metrics").glob("*.json"):
+    for f in (tiny / "data" / "metrics").rglob("*.json"):
         f.unlink()
     r = sh(tiny, "metadepth", "run", "--task-runner", "dask", "--max-parallel", "2")
     assert "task runner: dask" in r.stdout and "LocalCluster" in r.stdout + r.stderr
     assert {n for n in ran(r.stdout) if n.startswith("evaluate@")} == {
-        f"evaluate@{m}-{d}" for m in ("ft_scratch", "ft_meta") for d in ("loft", "studio")}
-    assert len(list((tiny / "data" / "metrics").glob("*.json"))) == 4
+        f"evaluate@{m}-{d}-0" for m in ("ft_scratch", "ft_meta") for d in ("loft", "studio")}
+    assert len(list((tiny / "data" / "metrics" / "seed0").glob("*.json"))) == 4
 
 
 def test_dask_existing_cluster_by_address(tiny):
     from distributed import LocalCluster
 
-    (tiny / "data" / "metrics" / "ft_meta__studio.json").unlink()
+    (tiny / "data" / "metrics" / "seed0" / "ft_meta__studio.json").unlink()
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp://", host="127.0.0.1",
                       dashboard_address=None) as cluster:
         r = sh(tiny, "metadepth", "run", "--task-runner", "dask", "--dask-address", cluster.scheduler_address)
         assert f"at {cluster.scheduler_address}" in r.stdout
-    assert "evaluate@ft_meta-studio" in ran(r.stdout)
-    assert (tiny / "data" / "metrics" / "ft_meta__studio.json").is_file()
+    assert "evaluate@ft_meta-studio-0" in ran(r.stdout)
+    assert (tiny / "data" / "metrics" / "seed0" / "ft_meta__studio.json").is_file()
 
 
 def test_dask_address_without_dask_is_a_one_line_error(tiny):
