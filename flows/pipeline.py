@@ -18,7 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks import tracking
 from tasks.caching import StageSpec, cache_key, find_stage, load_stages, outputs_exist
 from tasks.io import MetadepthError, project_lock
-from tasks.params import Params, apply_overrides, load_params, params_hash, subset
+from tasks.params import Params, apply_overrides, load_params, params_hash, result_params, subset
 
 STAGE_KINDS = ("prepare", "init", "meta_init", "finetune", "evaluate", "report")
 
@@ -155,7 +155,7 @@ def _pipeline(rootp: Path, overrides: list[str] | None, params: Params | None, c
     overrides = (params_to_overrides(rootp, params) if params else []) + list(overrides or [])
     params = apply_overrides(rootp / "params.yaml", overrides) if overrides else load_params(rootp / "params.yaml")
     stages = topological(load_stages(rootp))
-    all_params = params.model_dump(mode="json")
+    all_params = result_params(params)
     parent = tracking.Run(rootp, "pipeline", params=all_params,
                           tags={"kind": "pipeline", "params_hash": params_hash(all_params)})
     futures: dict[str, Any] = {}

@@ -236,6 +236,22 @@ class RuntimeParams(_Strict):
     channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for GPU, off on CPU
 
 
+class TrackingParams(_Strict):
+    """Where runs are recorded and outputs stored. Not listed in any stage's dvc.yaml `params:`: it does not
+    change results, so changing it re-runs nothing and it is left out of the params logged to MLflow."""
+
+    mlflow_uri: str | None = None  # null: sqlite:///mlflow.db in the project; MLFLOW_TRACKING_URI overrides both
+    experiment: str = Field(default="metadepth", min_length=1)  # MLflow experiment; METADEPTH_EXPERIMENT overrides
+    dvc_remote: str | None = None  # `metadepth run --push` target; null: DVC's default remote (`dvc remote add -d`)
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _uri(cls, v: str | None) -> str | None:
+        if v is not None and "://" not in v and v != "databricks":
+            raise ValueError(f"{v!r} is not a tracking URI; use e.g. sqlite:///mlflow.db or http://host:5000")
+        return v
+
+
 class Params(_Strict):
     seed: int = Field(ge=0)
     data: DataParams
@@ -248,6 +264,7 @@ class Params(_Strict):
     evaluate: EvaluateParams
     report: ReportParams
     runtime: RuntimeParams
+    tracking: TrackingParams = TrackingParams()
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:
@@ -362,6 +379,11 @@ def subset(params: Params, keys: list[str]) -> dict[str, Any]:
             node = node[part]
         out[key] = node
     return out
+
+
+def result_params(params: Params) -> dict[str, Any]:
+    """Every setting that can change results (all but `tracking`): what pipeline runs log and hash."""
+    return params.model_dump(mode="json", exclude={"tracking"})
 
 
 def params_hash(values: Any) -> str:
