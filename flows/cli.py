@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -164,9 +165,9 @@ def repro(ctx: typer.Context) -> None:
         configure_env(root)
         (root / ".metadepth").mkdir(exist_ok=True)
         from tasks import tracking
-        from tasks.params import load_params, params_hash
+        from tasks.params import load_params, params_hash, result_params
 
-        params = load_params(root / "params.yaml").model_dump(mode="json")
+        params = result_params(load_params(root / "params.yaml"))
         from tasks.io import project_lock
 
         start = time.time()
@@ -211,17 +212,41 @@ def profile(name: Annotated[str, typer.Argument(help="a file in profiles/, e.g. 
         typer.echo(f"params.yaml: applied {len(overrides)} overrides from profiles/{name}.yaml")
 
 
+class OutputFormat(StrEnum):
+    markdown = "markdown"
+    csv = "csv"
+
+
 @app.command()
 def compare(
     n: Annotated[int, typer.Option("-n", min=2, help="number of latest pipeline runs")] = 5,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: tracking.experiment)")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="only runs with tag KEY=VALUE (repeatable), e.g. "
+                                                  "runner=dvc or dvc_experiment=NAME")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="only runs with logged param KEY=VALUE (repeatable), "
+                                                    "e.g. meta.inner_steps=8")] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="markdown: runs as columns; csv: one row per run")
+                   ] = OutputFormat.markdown,
+    out: Annotated[Path | None, typer.Option(help="write to this file (atomically) instead of stdout")] = None,
 ) -> None:
     """Print the latest pipeline runs side by side: parameters that differ and headline metrics."""
     with user_errors():
         root = project_root()
         configure_env(root)
         from flows.compare import compare_table
+        from tasks.io import atomic_write
 
-        typer.echo(compare_table(root, n))
+        text = compare_table(root, n, experiment=experiment, tags=tag, params=param, fmt=fmt.value)
+        if text is None:
+            typer.echo("no pipeline runs match; run `metadepth run` or `metadepth repro` first, or relax the filters",
+                       err=True)
+            return
+        if out is None:
+            typer.echo(text.rstrip("\n"))
+            return
+        with atomic_write(out) as tmp:
+            tmp.write_text(text if text.endswith("\n") else text + "\n")
+        typer.echo(f"wrote {out}")
 
 
 from flows.bench_cli import register as register_bench  # noqa: E402
