@@ -80,6 +80,10 @@ def stage_task(args: tuple[str, ...], root: str, parent_run_id: str | None = Non
             run.log_artifact(rootp / "reports")
         if spec.kind in ("finetune", "meta_init", "init"):
             run.log_artifact(rootp / result["checkpoint"], "checkpoints")
+        if spec.kind == "finetune":  # the deliverable models: loadable with mlflow.pytorch.load_model (README)
+            from tasks.common import model_from_checkpoint
+
+            run.log_model(model_from_checkpoint(rootp / result["checkpoint"])[0])
     except BaseException:
         run.end("FAILED")
         raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,27 @@ class Run:
             self.client.log_artifacts(self.id, str(path), artifact_path)
         elif path.exists():
             self.client.log_artifact(self.id, str(path), artifact_path)
+
+    def log_model(self, model: Any, name: str = "model") -> str:
+        """Log a torch module as an MLflow model, loadable with `mlflow.pytorch.load_model("runs:/<id>/<name>")`.
+
+        Pickled with the source package of its class (`code_paths`), so it loads where only torch and timm are
+        installed. Requirements are given explicitly: inferring them imports the model in a subprocess and may
+        consult the network. The logged model is created here with this run's experiment and id: left to itself,
+        MLflow would attach it to the thread's active run or experiment, which our explicit-id runs never set.
+        """
+        import importlib.metadata
+
+        import mlflow
+        import mlflow.pytorch
+
+        mlflow.set_tracking_uri(self.uri)  # Model.log resolves its store from the process-wide URI
+        package = sys.modules[type(model).__module__.split(".")[0]]
+        logged = self.client.create_logged_model(self.experiment_id, name=name, source_run_id=self.id)
+        mlflow.pytorch.log_model(model.eval(), name=name, run_id=self.id, model_id=logged.model_id,
+                                 serialization_format="pickle", code_paths=[str(Path(package.__file__).parent)],
+                                 pip_requirements=[f"{p}=={importlib.metadata.version(p)}" for p in ("torch", "timm")])
+        return logged.model_id
 
     def end(self, status: str = "FINISHED") -> None:
         self.flush()
