@@ -93,16 +93,25 @@ def run(
                                                    "params.yaml, like `dvc exp run -S`)")] = None,
     commit: Annotated[bool, typer.Option(help="commit outputs to DVC afterwards so `dvc status` is clean")] = True,
     max_parallel: Annotated[int, typer.Option(min=1, help="stages run at once (fan-outs)")] = 2,
+    push: Annotated[bool, typer.Option(help="after success, `dvc push` the outputs to tracking.dvc_remote "
+                                       "(null: DVC's default remote)")] = False,
 ) -> None:
     """Run the whole DAG of dvc.yaml as one Prefect flow run (cached per stage)."""
     with user_errors():
         root = project_root()
         configure_env(root)
         from flows.pipeline import run_pipeline
+        from flows.remote import dvc_push, resolve_remote
+        from tasks.tracking import settings
 
+        if push and not commit:
+            raise MetadepthError("--push needs --commit: only outputs committed to DVC are in its cache to push")
+        remote = resolve_remote(root, settings(root).dvc_remote) if push else None
         out = run_pipeline(root, list(set_ or []), max_parallel)
         typer.echo(f"stages run: {len(out['ran'])}, cache hits: {len(out['cached'])}; MLflow run {out['mlflow_run']}")
         typer.echo(f"ran: {' '.join(out['ran']) or '-'}")
+        if remote:
+            typer.echo(f"dvc push -r {remote}: {dvc_push(root, remote)} files transferred")
         print_report(root)
 
 
