@@ -12,33 +12,31 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from tasks.io import MetadepthError
-from tasks.params import TrackingParams
+from tasks.params import TrackingParams, _format_error, read_raw
 
 EXPERIMENT = TrackingParams().experiment
 PARENT_ENV = "METADEPTH_PARENT_RUN_ID"  # set by `metadepth run`/`repro` so stage processes nest under it
 FLUSH_EVERY = 200
 
 
+class _TrackingSection(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    tracking: TrackingParams = TrackingParams()
+
+
 def settings(root: Path) -> TrackingParams:
     """params.yaml's `tracking` section, validated alone: reading runs must not need the rest of the file valid."""
-    from pydantic import BaseModel, ConfigDict, ValidationError
-
-    from tasks.params import _format_error, read_raw
-
-    class TrackingOnly(BaseModel):
-        model_config = ConfigDict(extra="ignore")
-        tracking: TrackingParams = TrackingParams()
-
     path = root / "params.yaml"
     if not path.is_file():
         return TrackingParams()
     try:
-        return TrackingOnly.model_validate(json.loads(json.dumps(read_raw(path) or {}))).tracking
+        return _TrackingSection.model_validate(json.loads(json.dumps(read_raw(path) or {}))).tracking
     except ValidationError as err:
         raise MetadepthError(_format_error(err, str(path))) from None
 
@@ -141,9 +139,10 @@ class Run:
             self.client.log_artifact(self.id, str(path), artifact_path)
 
     def log_model(self, model: Any, name: str = "model") -> str:
-        """Log a torch module as an MLflow model, loadable with `mlflow.pytorch.load_model("runs:/<id>/<name>")`.
+        """Log a metadepth network (switched to eval mode) as an MLflow model, loadable with
+        `mlflow.pytorch.load_model("runs:/<id>/<name>")`; returns the MLflow model id.
 
-        Pickled with the source package of its class (`code_paths`), so it loads where only torch and timm are
+        Pickled with the `models` package bundled (`code_paths`), so it loads where only torch and timm are
         installed. Requirements are given explicitly: inferring them imports the model in a subprocess and may
         consult the network. The logged model is created here with this run's experiment and id: left to itself,
         MLflow would attach it to the thread's active run or experiment, which our explicit-id runs never set.
@@ -153,11 +152,12 @@ class Run:
         import mlflow
         import mlflow.pytorch
 
+        import models
+
         mlflow.set_tracking_uri(self.uri)  # Model.log resolves its store from the process-wide URI
-        package = sys.modules[type(model).__module__.split(".")[0]]
         logged = self.client.create_logged_model(self.experiment_id, name=name, source_run_id=self.id)
         mlflow.pytorch.log_model(model.eval(), name=name, run_id=self.id, model_id=logged.model_id,
-                                 serialization_format="pickle", code_paths=[str(Path(package.__file__).parent)],
+                                 serialization_format="pickle", code_paths=[str(Path(models.__file__).parent)],
                                  pip_requirements=[f"{p}=={importlib.metadata.version(p)}" for p in ("torch", "timm")])
         return logged.model_id
 
