@@ -49,10 +49,16 @@ def configure_env(root: Path) -> None:
 
 
 def project_root() -> Path:
-    root = Path(os.environ.get("DVC_ROOT", ".")).resolve()
-    if not (root / "params.yaml").is_file():
-        raise MetadepthError(f"{root}: no params.yaml here; run metadepth from the project root")
-    return root
+    """The current directory, where DVC runs every stage command, else DVC_ROOT.
+
+    Not DVC_ROOT first: for a queued experiment (`dvc exp run --queue`) DVC runs the stages in a temporary copy of
+    the project but points DVC_ROOT at the parent project, so the stage would read the parent's params.yaml and
+    write its outputs there.
+    """
+    for root in (Path.cwd(), Path(os.environ.get("DVC_ROOT", "."))):
+        if (root / "params.yaml").is_file():
+            return root.resolve()
+    raise MetadepthError(f"{Path.cwd()}: no params.yaml here; run metadepth from the project root")
 
 
 def fail(err: Exception) -> None:

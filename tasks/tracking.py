@@ -41,11 +41,18 @@ def settings(root: Path) -> TrackingParams:
         raise MetadepthError(_format_error(err, str(path))) from None
 
 
+def tracking_home(root: Path) -> Path:
+    """Where project-local MLflow files (SQLite store, artifacts) live: the project root, or DVC_ROOT when DVC sets
+    it. A queued DVC experiment runs in a temporary copy of the project that is deleted afterwards, and DVC points
+    DVC_ROOT at the parent project so that records like these outlive the copy."""
+    return Path(os.environ.get("DVC_ROOT") or root).resolve()
+
+
 def tracking_uri(root: Path) -> str:
-    """The MLflow store; a relative SQLite path is taken from the project root, wherever the process runs."""
+    """The MLflow store; a relative SQLite path is taken from the project (tracking_home), wherever the process runs."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or settings(root).mlflow_uri or "sqlite:///mlflow.db"
     if uri.startswith("sqlite:///") and not uri[len("sqlite:///"):].startswith("/"):
-        uri = f"sqlite:///{(root / uri[len('sqlite:///'):]).resolve()}"
+        uri = f"sqlite:///{tracking_home(root) / uri[len('sqlite:///'):]}"
     return uri
 
 
@@ -66,7 +73,7 @@ def _experiment_id(client: Any, root: Path) -> str:
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=(root / "mlartifacts").resolve().as_uri())
+        return client.create_experiment(name, artifact_location=(tracking_home(root) / "mlartifacts").as_uri())
     except Exception:  # another process created it first
         return client.get_experiment_by_name(name).experiment_id
 

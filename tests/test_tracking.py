@@ -60,3 +60,22 @@ def test_log_model_needs_no_active_run(tmp_path, mlflow_uri):
     logged = run.client.search_logged_models(experiment_ids=[run.experiment_id],
                                              filter_string=f"source_run_id = '{run.id}'")
     assert [m.name for m in logged] == ["model"]
+
+
+def test_queued_experiment_copy_runs_here_but_records_in_the_parent(tmp_path, monkeypatch):
+    """`dvc exp run --queue` runs stages in a temporary copy (the cwd) and sets DVC_ROOT to the parent project: the
+    stage must use the copy's params and outputs, and keep its MLflow records in the parent, which outlives the copy."""
+    from flows.cli import project_root
+
+    parent = tmp_path / "parent"
+    copy = parent / ".dvc" / "tmp" / "exps" / "tmpabc"
+    for root in (parent, copy):
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "params.yaml").write_text("tracking: {}\n")
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("DVC_ROOT", str(parent))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert project_root() == copy.resolve()
+    assert tracking.tracking_uri(copy) == f"sqlite:///{parent.resolve()}/mlflow.db"
+    monkeypatch.delenv("DVC_ROOT")
+    assert tracking.tracking_uri(copy) == f"sqlite:///{copy.resolve()}/mlflow.db"
