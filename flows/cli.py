@@ -237,7 +237,7 @@ def compare(
     n: Annotated[int, typer.Option("-n", min=2, help="number of latest pipeline runs")] = 5,
     experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: tracking.experiment)")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="only runs with tag KEY=VALUE (repeatable), e.g. "
-                                                  "runner=dvc or dvc_experiment=NAME")] = None,
+                                                  "runner=dvc or git_commit=SHA")] = None,
     param: Annotated[list[str] | None, typer.Option(help="only runs with logged param KEY=VALUE (repeatable), "
                                                     "e.g. meta.inner_steps=8")] = None,
     fmt: Annotated[OutputFormat, typer.Option("--format", help="markdown: runs as columns; csv: one row per run")
