@@ -102,7 +102,7 @@ def _ran(stdout: str) -> list[str]:
 
 def _default_run_share(cfg: BenchConfig) -> dict[str, Any]:
     from tasks import tracking
-    from tasks.params import load_params, params_hash
+    from tasks.params import load_params, params_hash, result_params
 
     uri = tracking.tracking_uri(cfg.timing_root)
     try:
@@ -112,7 +112,7 @@ def _default_run_share(cfg: BenchConfig) -> dict[str, Any]:
     if share is None:
         return {"measured": False, "note": f"not measured: no finished pipeline run with training stages is recorded "
                                            f"in {uri} (run `metadepth run` or `metadepth repro` there first)"}
-    current = params_hash(load_params(cfg.timing_root / "params.yaml").model_dump(mode="json"))
+    current = params_hash(result_params(load_params(cfg.timing_root / "params.yaml")))
     return {"measured": True, "tracking_uri": uri, "params_match_params_yaml": share["params_hash"] == current,
             **share}
 

@@ -15,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -91,10 +92,16 @@ def configure_env(root: Path) -> None:
 
 
 def project_root() -> Path:
-    root = Path(os.environ.get("DVC_ROOT", ".")).resolve()
-    if not (root / "params.yaml").is_file():
-        raise MetadepthError(f"{root}: no params.yaml here; run metadepth from the project root")
-    return root
+    """The current directory, where DVC runs every stage command, else DVC_ROOT.
+
+    Not DVC_ROOT first: for a queued experiment (`dvc exp run --queue`) DVC runs the stages in a temporary copy of
+    the project but points DVC_ROOT at the parent project, so the stage would read the parent's params.yaml and
+    write its outputs there.
+    """
+    for root in (Path.cwd(), Path(os.environ.get("DVC_ROOT", "."))):
+        if (root / "params.yaml").is_file():
+            return root.resolve()
+    raise MetadepthError(f"{Path.cwd()}: no params.yaml here; run metadepth from the project root")
 
 
 def fail(err: Exception) -> None:
@@ -140,6 +147,8 @@ def run(
                                              "a local Dask cluster (or the one at --dask-address)")] = "thread",
     dask_address: Annotated[str | None, typer.Option(help="scheduler of an existing Dask cluster, e.g. "
                                                      "tcp://10.0.0.5:8786 (needs --task-runner dask)")] = None,
+    push: Annotated[bool, typer.Option(help="after success, `dvc push` the outputs to tracking.dvc_remote "
+                                       "(null: DVC's default remote)")] = False,
 ) -> None:
     """Run the whole DAG of dvc.yaml as one Prefect flow run (cached per stage)."""
     with user_errors():
@@ -149,17 +158,24 @@ def run(
         check_overrides(root / "params.yaml", list(set_ or []))  # fail before a Prefect server starts
         configure_env(root)
         from flows.orchestration import check_task_runner
+        from flows.remote import dvc_push, resolve_remote
+        from tasks.tracking import settings
 
         check_task_runner(task_runner, max_parallel, dask_address)  # bad options fail before a server starts
+        if push and not commit:
+            raise MetadepthError("--push needs --commit: only outputs committed to DVC are in its cache to push")
+        remote = resolve_remote(root, settings(root).dvc_remote) if push else None
         # A real server (not an ephemeral one) so the training concurrency limit is held (flows/orchestration.py).
         # Prefect is imported only once PREFECT_API_URL points at it: it reads its settings at import.
         with prefect_server(root):
             from flows.pipeline import run_pipeline
 
-            out = run_pipeline(root, list(set_ or []), max_parallel, task_runner, dask_address)
+            out = run_pipeline(root, list(set_ or []), max_parallel, task_runner, dask_address, commit=commit)
         typer.echo(f"task runner: {task_runner}" + (f" at {dask_address}" if dask_address else ""))
         typer.echo(f"stages run: {len(out['ran'])}, cache hits: {len(out['cached'])}; MLflow run {out['mlflow_run']}")
         typer.echo(f"ran: {' '.join(out['ran']) or '-'}")
+        if remote:
+            typer.echo(f"dvc push -r {remote}: {dvc_push(root, remote)} files transferred")
         print_report(root)
 
 
@@ -226,9 +242,9 @@ def repro(ctx: typer.Context) -> None:
         configure_env(root)
         (root / ".metadepth").mkdir(exist_ok=True)
         from tasks import tracking
-        from tasks.params import load_params, params_hash
+        from tasks.params import load_params, params_hash, result_params
 
-        params = load_params(root / "params.yaml").model_dump(mode="json")
+        params = result_params(load_params(root / "params.yaml"))
         from tasks.io import project_lock
 
         start = time.time()
@@ -274,17 +290,41 @@ def profile(name: Annotated[str, typer.Argument(help="a file in profiles/, e.g. 
         typer.echo(f"params.yaml: applied {len(overrides)} overrides from profiles/{name}.yaml")
 
 
+class OutputFormat(StrEnum):
+    markdown = "markdown"
+    csv = "csv"
+
+
 @app.command()
 def compare(
     n: Annotated[int, typer.Option("-n", min=2, help="number of latest pipeline runs")] = 5,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment (default: tracking.experiment)")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="only runs with tag KEY=VALUE (repeatable), e.g. "
+                                                  "runner=dvc or git_commit=SHA")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="only runs with logged param KEY=VALUE (repeatable), "
+                                                    "e.g. meta.inner_steps=8")] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="markdown: runs as columns; csv: one row per run")
+                   ] = OutputFormat.markdown,
+    out: Annotated[Path | None, typer.Option(help="write to this file (atomically) instead of stdout")] = None,
 ) -> None:
     """Print the latest pipeline runs side by side: parameters that differ and headline metrics."""
     with user_errors():
         root = project_root()
         configure_env(root)
         from flows.compare import compare_table
+        from tasks.io import atomic_write
 
-        typer.echo(compare_table(root, n))
+        text = compare_table(root, n, experiment=experiment, tags=tag, params=param, fmt=fmt.value)
+        if text is None:
+            typer.echo("no pipeline runs match; run `metadepth run` or `metadepth repro` first, or relax the filters",
+                       err=True)
+            return
+        if out is None:
+            typer.echo(text.rstrip("\n"))
+            return
+        with atomic_write(out) as tmp:
+            tmp.write_text(text if text.endswith("\n") else text + "\n")
+        typer.echo(f"wrote {out}")
 
 
 from flows.bench_cli import register as register_bench  # noqa: E402

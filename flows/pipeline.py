@@ -30,7 +30,7 @@ from flows.orchestration import (
 from tasks import tracking
 from tasks.caching import StageSpec, cache_key, find_stage, load_stages, outputs_exist
 from tasks.io import MetadepthError, project_lock
-from tasks.params import Params, apply_overrides, load_params, params_hash, subset
+from tasks.params import Params, apply_overrides, load_params, params_hash, result_params, subset
 
 STAGE_KINDS = ("prepare", "init", "meta_init", "finetune", "evaluate", "report")
 # The arguments of `metadepth stage KIND ...`: (name, the params.yaml list its values come from).
@@ -140,6 +140,10 @@ def stage_task(args: tuple[str, ...], root: str, parent_run_id: str | None = Non
             run.log_artifact(rootp / "reports")
         if spec.kind in ("finetune", "meta_init", "init"):
             run.log_artifact(rootp / result["checkpoint"], "checkpoints")
+        if spec.kind == "finetune":  # the deliverable models: loadable with mlflow.pytorch.load_model (README)
+            from tasks.common import model_from_checkpoint
+
+            run.log_model(model_from_checkpoint(rootp / result["checkpoint"])[0])
     except BaseException:
         run.end("FAILED")
         raise
@@ -219,7 +223,7 @@ def _pipeline(rootp: Path, overrides: list[str] | None, params: Params | None, c
     overrides = (params_to_overrides(rootp, params) if params else []) + list(overrides or [])
     params = apply_overrides(rootp / "params.yaml", overrides) if overrides else load_params(rootp / "params.yaml")
     stages = topological(load_stages(rootp))
-    all_params = params.model_dump(mode="json")
+    all_params = result_params(params)
     parent = tracking.Run(rootp, "pipeline", params=all_params,
                           tags={"kind": "pipeline", "params_hash": params_hash(all_params)})
     futures: dict[str, Any] = {}
@@ -263,7 +267,7 @@ def serve(root: Path, max_parallel: int, limit: int | None = None) -> None:
 
 
 def run_pipeline(root: Path, overrides: list[str], max_parallel: int = DEFAULT_MAX_PARALLEL,
-                 task_runner: str = "thread", dask_address: str | None = None) -> dict[str, Any]:
+                 task_runner: str = "thread", dask_address: str | None = None, commit: bool = True) -> dict[str, Any]:
     """`metadepth run`: the pipeline flow on a thread pool of `max_parallel`, or on Dask (see make_task_runner)."""
     runner = make_task_runner(task_runner, max_parallel, dask_address)
-    return pipeline.with_options(task_runner=runner)(str(root), overrides or None)
+    return pipeline.with_options(task_runner=runner)(str(root), overrides or None, commit=commit)

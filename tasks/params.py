@@ -250,6 +250,22 @@ class RuntimeParams(_Strict):
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # torch.compile(mode=...)
 
 
+class TrackingParams(_Strict):
+    """Where runs are recorded and outputs stored. Not listed in any stage's dvc.yaml `params:`: it does not
+    change results, so changing it re-runs nothing and it is left out of the params logged to MLflow."""
+
+    mlflow_uri: str | None = None  # null: sqlite:///mlflow.db in the project; MLFLOW_TRACKING_URI overrides both
+    experiment: str = Field(default="metadepth", min_length=1)  # MLflow experiment; METADEPTH_EXPERIMENT overrides
+    dvc_remote: str | None = None  # `metadepth run --push` target; null: DVC's default remote (`dvc remote add -d`)
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _uri(cls, v: str | None) -> str | None:
+        if v is not None and "://" not in v and v != "databricks":
+            raise ValueError(f"{v!r} is not a tracking URI; use e.g. sqlite:///mlflow.db or http://host:5000")
+        return v
+
+
 class Params(_Strict):
     seed: int = Field(ge=0)  # the data seed: synthetic frames and splits (the same data for every training seed)
     # Training seeds: every init, meta-initialisation and fine-tuning run is trained once per seed (its weights,
@@ -265,6 +281,7 @@ class Params(_Strict):
     evaluate: EvaluateParams
     report: ReportParams
     runtime: RuntimeParams
+    tracking: TrackingParams = TrackingParams()
 
     @field_validator("seeds")
     @classmethod
@@ -397,6 +414,11 @@ def subset(params: Params, keys: list[str]) -> dict[str, Any]:
             node = node[part]
         out[key] = node
     return out
+
+
+def result_params(params: Params) -> dict[str, Any]:
+    """Every setting that can change results (all but `tracking`): what pipeline runs log and hash."""
+    return params.model_dump(mode="json", exclude={"tracking"})
 
 
 def params_hash(values: Any) -> str:

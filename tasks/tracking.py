@@ -1,25 +1,63 @@
 """MLflow wrapper: one parent run per pipeline run, one nested run per stage.
 
 Uses MlflowClient with explicit run ids rather than mlflow's thread-local "active run", because the Prefect
-pipeline runs stages in worker threads. The store defaults to a SQLite file in the project (gitignored);
-MLFLOW_TRACKING_URI points it at a tracking server instead. Per-step metrics are buffered and written in batches:
-one SQLite transaction per step would cost more than the step itself on small models.
+pipeline runs stages in worker threads. The store and experiment come from params.yaml's `tracking` section (default:
+a SQLite file in the project, gitignored); MLFLOW_TRACKING_URI and METADEPTH_EXPERIMENT, when set, win over it, so a
+CI job or one shell can redirect runs without editing a tracked file. Per-step metrics are buffered and written in
+batches: one SQLite transaction per step would cost more than the step itself on small models.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
-EXPERIMENT = "metadepth"
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tasks.io import MetadepthError
+from tasks.params import TrackingParams, _format_error, read_raw
+
+EXPERIMENT = TrackingParams().experiment
 PARENT_ENV = "METADEPTH_PARENT_RUN_ID"  # set by `metadepth run`/`repro` so stage processes nest under it
 FLUSH_EVERY = 200
 
 
+class _TrackingSection(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    tracking: TrackingParams = TrackingParams()
+
+
+def settings(root: Path) -> TrackingParams:
+    """params.yaml's `tracking` section, validated alone: reading runs must not need the rest of the file valid."""
+    path = root / "params.yaml"
+    if not path.is_file():
+        return TrackingParams()
+    try:
+        return _TrackingSection.model_validate(json.loads(json.dumps(read_raw(path) or {}))).tracking
+    except ValidationError as err:
+        raise MetadepthError(_format_error(err, str(path))) from None
+
+
+def tracking_home(root: Path) -> Path:
+    """Where project-local MLflow files (SQLite store, artifacts) live: the project root, or DVC_ROOT when DVC sets
+    it. A queued DVC experiment runs in a temporary copy of the project that is deleted afterwards, and DVC points
+    DVC_ROOT at the parent project so that records like these outlive the copy."""
+    return Path(os.environ.get("DVC_ROOT") or root).resolve()
+
+
 def tracking_uri(root: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    """The MLflow store; a relative SQLite path is taken from the project (tracking_home), wherever the process runs."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or settings(root).mlflow_uri or "sqlite:///mlflow.db"
+    if uri.startswith("sqlite:///") and not uri[len("sqlite:///"):].startswith("/"):
+        uri = f"sqlite:///{tracking_home(root) / uri[len('sqlite:///'):]}"
+    return uri
+
+
+def experiment_name(root: Path) -> str:
+    return os.environ.get("METADEPTH_EXPERIMENT") or settings(root).experiment
 
 
 def _client(root: Path):
@@ -30,12 +68,12 @@ def _client(root: Path):
 
 
 def _experiment_id(client: Any, root: Path) -> str:
-    name = os.environ.get("METADEPTH_EXPERIMENT", EXPERIMENT)
+    name = experiment_name(root)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=(root / "mlartifacts").resolve().as_uri())
+        return client.create_experiment(name, artifact_location=(tracking_home(root) / "mlartifacts").as_uri())
     except Exception:  # another process created it first
         return client.get_experiment_by_name(name).experiment_id
 
@@ -67,12 +105,14 @@ class Run:
         from mlflow.entities import Param, RunTag
 
         self.client = _client(root)
+        self.uri = tracking_uri(root)
         all_tags = {"git_commit": git_commit(root), **(tags or {})}
         if parent_id:
             all_tags["mlflow.parentRunId"] = parent_id
         if os.environ.get("DVC_EXP_NAME"):
             all_tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
-        run = self.client.create_run(_experiment_id(self.client, root), run_name=name, tags=all_tags)
+        self.experiment_id = _experiment_id(self.client, root)
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
         self.id = run.info.run_id
         self._buffer: list[Any] = []
         if params:
@@ -105,18 +145,51 @@ class Run:
         elif path.exists():
             self.client.log_artifact(self.id, str(path), artifact_path)
 
+    def log_model(self, model: Any, name: str = "model") -> str:
+        """Log a metadepth network (switched to eval mode) as an MLflow model, loadable with
+        `mlflow.pytorch.load_model("runs:/<id>/<name>")`; returns the MLflow model id.
+
+        Pickled with the `models` package bundled (`code_paths`), so it loads where only torch and timm are
+        installed. Requirements are given explicitly: inferring them imports the model in a subprocess and may
+        consult the network. The logged model is created here with this run's experiment and id: left to itself,
+        MLflow would attach it to the thread's active run or experiment, which our explicit-id runs never set.
+        """
+        import importlib.metadata
+
+        import mlflow
+        import mlflow.pytorch
+
+        import models
+
+        mlflow.set_tracking_uri(self.uri)  # Model.log resolves its store from the process-wide URI
+        logged = self.client.create_logged_model(self.experiment_id, name=name, source_run_id=self.id)
+        mlflow.pytorch.log_model(model.eval(), name=name, run_id=self.id, model_id=logged.model_id,
+                                 serialization_format="pickle", code_paths=[str(Path(models.__file__).parent)],
+                                 pip_requirements=[f"{p}=={importlib.metadata.version(p)}" for p in ("torch", "timm")])
+        return logged.model_id
+
     def end(self, status: str = "FINISHED") -> None:
         self.flush()
         self.client.set_terminated(self.id, status=status)
 
 
-def latest_runs(root: Path, n: int) -> list[Any]:
+def latest_runs(root: Path, n: int, experiment: str | None = None, filter_string: str = "") -> list[Any]:
+    """The latest `n` pipeline runs of `experiment` (default: the project's) matching an MLflow filter string.
+
+    None yet in the project's own experiment is a normal state (an empty list); a named experiment that does not
+    exist is a typo worth an error.
+    """
     client = _client(root)
-    exp = client.get_experiment_by_name(os.environ.get("METADEPTH_EXPERIMENT", EXPERIMENT))
-    if exp is None:
+    name = experiment or experiment_name(root)
+    exp = client.get_experiment_by_name(name)
+    if exp is None and not experiment:
         return []
-    return client.search_runs([exp.experiment_id], filter_string="tags.kind = 'pipeline'",
-                              order_by=["attributes.start_time DESC"], max_results=n)
+    if exp is None:
+        raise MetadepthError(f"no MLflow experiment named {name!r} in {tracking_uri(root)}; run `metadepth run` "
+                             "first or check --experiment")
+    where = " and ".join(["tags.kind = 'pipeline'", *([filter_string] if filter_string else [])])
+    return client.search_runs([exp.experiment_id], filter_string=where, order_by=["attributes.start_time DESC"],
+                              max_results=n)
 
 
 def log_report(run: Run, root: Path) -> None:

@@ -47,6 +47,10 @@ def test_default_params_are_valid():
         (("init", "kinds"), ["random"], "init.kinds"),
         (("runtime", "compile"), "maybe", "runtime.compile"),
         (("runtime", "compile_mode"), "fastest", "runtime.compile_mode"),
+        (("tracking", "mlflow_uri"), "mlflow.db", "tracking.mlflow_uri"),  # a path, not a URI
+        (("tracking", "experiment"), "", "tracking.experiment"),
+        (("tracking", "dvc_remot"), "backup", "tracking.dvc_remot"),
+        (("tracking", "dvc_remote"), 3, "tracking.dvc_remote"),
     ],
 )
 def test_bad_params_name_the_key(path, value, key_in_message):
@@ -110,3 +114,37 @@ def test_per_dataset_protocol_overrides_only_that_dataset():
     p = validate(raw)
     assert p.evaluate.protocol("office").crop == "eigen" and p.evaluate.protocol("office").max_depth == 8.0
     assert p.evaluate.protocol("loft").crop == "none" and p.evaluate.protocol("loft").max_depth == 10.0
+
+
+def test_tracking_settings_change_no_result():
+    """`tracking` is not a stage input: no dvc.yaml stage lists it, and it is left out of what runs log and hash."""
+    from ruamel.yaml import YAML
+
+    from tasks.params import result_params
+
+    stages = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"]
+    listed = [k for s in stages.values() for k in (s.get("do") or s).get("params", [])]
+    assert not [k for k in listed if str(k).split(".")[0] == "tracking"]
+    raw = raw_params()
+    raw["tracking"] = {"mlflow_uri": "sqlite:///elsewhere.db", "experiment": "x", "dvc_remote": "backup"}
+    assert "tracking" not in result_params(validate(raw))
+    assert result_params(validate(raw)) == result_params(load_params(ROOT / "params.yaml"))
+
+
+def test_tracking_section_is_optional_and_read_alone(tmp_path, monkeypatch):
+    """Reading runs (`metadepth compare`) needs only a valid `tracking` section, not a valid rest of the file."""
+    from tasks.tracking import settings, tracking_uri
+
+    raw = raw_params()
+    del raw["tracking"]
+    assert validate(raw).tracking.experiment == "metadepth"
+    f = tmp_path / "params.yaml"
+    f.write_text("seed: -1\ntracking: {mlflow_uri: sqlite:///runs/m.db, experiment: mine}\n")
+    assert settings(tmp_path).experiment == "mine"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/runs/m.db"  # relative to the project
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri(tmp_path) == "http://127.0.0.1:5000"  # the environment wins over params.yaml
+    f.write_text("tracking: {mlflow_uri: runs/m.db}\n")
+    with pytest.raises(MetadepthError, match=r"tracking\.mlflow_uri: .*not a tracking URI"):
+        settings(tmp_path)
