@@ -141,8 +141,13 @@ def loader_options(params: Params, device: torch.device) -> dict[str, Any]:
 
     Pinning lets `to_device(..., non_blocking=True)` overlap the copy with GPU work; on the CPU it would only add
     a copy per batch, so it is on exactly when the batches go to a GPU.
+    Workers are spawned, not forked: every stage runs inside a Prefect flow, and a process forked from one exits
+    with code 1 (Prefect 3.8's at-exit drain of its logging services asserts in a forked child), which the
+    DataLoader reports as a dead worker. Spawned workers start clean; ShardDataset reopens its file in each.
     """
-    return {"num_workers": params.runtime.num_workers, "pin_memory": device.type == "cuda"}
+    workers = params.runtime.num_workers
+    return {"num_workers": workers, "pin_memory": device.type == "cuda",
+            "multiprocessing_context": "spawn" if workers else None}
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -146,8 +146,8 @@ class _StreamPositions:
 
 
 def batches_at(dataset: Dataset, batch_size: int, seed: int, positions: Iterable[int], *,
-               part: tuple[int, int] = (0, 1), num_workers: int = 0,
-               pin_memory: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+               part: tuple[int, int] = (0, 1), num_workers: int = 0, pin_memory: bool = False,
+               multiprocessing_context: str | None = None) -> Iterator[dict[str, torch.Tensor]]:
     """The batches at `positions` of the stream `infinite_batches(dataset, batch_size, seed)` yields.
 
     `part=(rank, world)` keeps rank's 1/world slice of each batch. With positions 0, 1, 2, ... and part (0, 1) this
@@ -160,7 +160,8 @@ def batches_at(dataset: Dataset, batch_size: int, seed: int, positions: Iterable
         raise MetadepthError(f"batch size {batch_size} cannot be split over {world} processes; make it a multiple "
                              "of runtime.nproc_per_node")
     sampler = _StreamPositions(len(dataset), batch_size, seed, positions, (rank, world))
-    return iter(DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory))
+    return iter(DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
+                           multiprocessing_context=multiprocessing_context if num_workers else None))
 
 
 def meta_positions(start_step: int, tasks_per_rank: int, rank: int, world: int, partners: bool) -> Iterator[int]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import requests
-from tiny_project import make_tiny_project
+from tiny_project import ROOT, make_tiny_project
 
 from flows.orchestration import (
     TRAIN_LIMIT,
@@ -136,11 +136,24 @@ def test_task_runner_switch():
 # --- the real stage task, in-process, with a fake stage body ------------------------------------------------------
 
 
+# What the fake stage bodies return: a real (tiny) checkpoint, because a finetune stage's model is logged from it.
+FAKE_CHECKPOINT = "data/checkpoints/none.pt"
+
+
+def fake_checkpoint(path: Path) -> None:
+    from tasks.common import build_model, save_checkpoint
+    from tasks.params import load_params
+
+    model_params = load_params(ROOT / "params.yaml").model.model_dump() | {"encoder": "test_convnext"}
+    save_checkpoint(path, build_model(model_params), model_params, step=0, data_hash="0" * 64)
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, prefect_api):
     from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     root = make_tiny_project(tmp_path_factory.mktemp("orch") / "project")
+    fake_checkpoint(root / FAKE_CHECKPOINT)
     # Prefect read its settings when first imported; point this process at the session server explicitly.
     with temporary_settings(updates={PREFECT_API_URL: prefect_api,
                                      PREFECT_LOCAL_STORAGE_PATH: str(root / ".metadepth" / "results")}):
@@ -177,7 +190,7 @@ def test_a_transient_failure_is_retried_and_the_second_attempt_succeeds(project,
         calls.append(args)
         if len(calls) == 1:
             raise sqlite3.OperationalError("database is locked")
-        return {"checkpoint": "data/checkpoints/none.pt", "final_loss": 0.1}
+        return {"checkpoint": FAKE_CHECKPOINT, "final_loss": 0.1}
 
     monkeypatch.setattr("flows.pipeline.run_stage_body", flaky)
     spec = training_specs(project)[0]
@@ -216,7 +229,7 @@ def test_training_stages_never_overlap_and_hold_the_global_limit(project, monkey
         time.sleep(1.5)
         with lock:
             spans[" ".join(args)] = (start, time.monotonic())
-        return {"checkpoint": "data/checkpoints/none.pt"}
+        return {"checkpoint": FAKE_CHECKPOINT}
 
     monkeypatch.setattr("flows.pipeline.run_stage_body", train)
     specs = training_specs(project)[:2]
@@ -249,7 +262,7 @@ def test_progress_artifact_follows_the_training_steps(project, monkeypatch):
             report_progress("fake", step, 4, 0.1, tracker=tracker)
             if step == 1:
                 seen.append(read())
-        return {"checkpoint": "data/checkpoints/none.pt"}
+        return {"checkpoint": FAKE_CHECKPOINT}
 
     monkeypatch.setattr("flows.pipeline.run_stage_body", train)
     monkeypatch.setattr(StageProgress, "min_interval", 0.0)

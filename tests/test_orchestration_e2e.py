@@ -5,6 +5,8 @@ Ordered tests over one tiny project."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,14 +75,28 @@ def test_dask_local_cluster_runs_the_evaluation_fan_out(tiny):
     assert len(list((tiny / "data" / "metrics" / "seed0").glob("*.json"))) == 4
 
 
-def test_dask_existing_cluster_by_address(tiny):
-    from distributed import LocalCluster
+CLUSTER = """
+import time
+from distributed import LocalCluster
+cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp://", host="127.0.0.1",
+                       dashboard_address=None)
+print(cluster.scheduler_address, flush=True)
+time.sleep(900)
+"""
 
+
+def test_dask_existing_cluster_by_address(tiny):
+    # The cluster is another process, as a user's would be: its worker must not share this test process's state.
     (tiny / "data" / "metrics" / "seed0" / "ft_meta__studio.json").unlink()
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp://", host="127.0.0.1",
-                      dashboard_address=None) as cluster:
-        r = sh(tiny, "metadepth", "run", "--task-runner", "dask", "--dask-address", cluster.scheduler_address)
-        assert f"at {cluster.scheduler_address}" in r.stdout
+    cluster = subprocess.Popen([sys.executable, "-c", CLUSTER], cwd=tiny, stdout=subprocess.PIPE, text=True)
+    try:
+        address = cluster.stdout.readline().strip()
+        assert address.startswith("tcp://127.0.0.1:"), address
+        r = sh(tiny, "metadepth", "run", "--task-runner", "dask", "--dask-address", address)
+        assert f"at {address}" in r.stdout
+    finally:
+        cluster.kill()
+        cluster.wait()
     assert "evaluate@ft_meta-studio-0" in ran(r.stdout)
     assert (tiny / "data" / "metrics" / "seed0" / "ft_meta__studio.json").is_file()
 

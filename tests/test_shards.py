@@ -3,7 +3,10 @@ a fresh handle after pickling (DataLoader workers) or in another process, and a 
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -12,6 +15,8 @@ import pytest
 import torch
 
 from tasks.preprocess.shards import ShardDataset, write_split
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write(path: Path, n: int = 12, chunk_frames: int = 1, compression: str = "none") -> Path:
@@ -95,11 +100,57 @@ def test_handle_from_another_process_is_replaced_not_used(shard):
     inherited.close()
 
 
+FORKED_READS = """
+import sys, torch
+from tasks.preprocess.shards import ShardDataset
+data = ShardDataset(sys.argv[1])
+expected = torch.stack([data[i]["depth"] for i in range(12)])  # the parent opened the file before the fork
+loader = torch.utils.data.DataLoader(data, batch_size=3, num_workers=2, multiprocessing_context="fork")
+assert torch.equal(torch.cat([b["depth"] for b in loader]), expected)
+data.close()
+print("ok")
+"""
+
+
+def _python(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter: forking this test process (with the session's Prefect and MLflow
+    threads in it) would test pytest's state, not ShardDataset's."""
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
 def test_forked_dataloader_workers_read_correctly_after_the_parent_read(shard):
-    data = ShardDataset(shard)
-    expected = torch.stack([data[i]["depth"] for i in range(12)])  # the parent opened the file before the fork
-    loader = torch.utils.data.DataLoader(data, batch_size=3, num_workers=2,
-                                         multiprocessing_context="fork")
-    got = torch.cat([b["depth"] for b in loader])
-    assert torch.equal(got, expected)
-    data.close()
+    r = _python(FORKED_READS, str(shard))
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+STAGE_LOADER_AFTER_A_FLOW = """
+import itertools, sys, torch
+from prefect import flow
+from tasks.common import loader_options
+from tasks.distributed import batches_at
+from tasks.params import load_params
+from tasks.preprocess.shards import ShardDataset
+
+@flow
+def stage():  # what every stage is: a Prefect flow in this process
+    params = load_params(sys.argv[2])
+    params = params.model_copy(update={"runtime": params.runtime.model_copy(update={"num_workers": 2})})
+    options = loader_options(params, torch.device("cpu"))
+    batches = batches_at(ShardDataset(sys.argv[1]), 3, 0, itertools.count(), **options)  # meta_init, finetune
+    sizes = [next(batches)["depth"].shape[0] for _ in range(8)]
+    del batches  # the workers exit here
+    loader = torch.utils.data.DataLoader(ShardDataset(sys.argv[1]), batch_size=3, **options)  # evaluate
+    return sizes + [b["depth"].shape[0] for b in loader]  # a whole pass: the workers exit at its end
+
+assert stage() == [3] * 12
+print("ok")
+"""
+
+
+def test_stage_loader_workers_survive_a_prefect_process(shard, prefect_api):
+    """Shard loaders with workers, in a process that runs Prefect flows (as `metadepth stage` and the pipeline
+    do): forked workers died there with exit code 1, so loader_options spawns them."""
+    r = _python(STAGE_LOADER_AFTER_A_FLOW, str(shard), str(ROOT / "params.yaml"),
+                env={"PREFECT_API_URL": prefect_api})
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
