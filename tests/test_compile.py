@@ -62,15 +62,16 @@ def _assert_plain_keys(path) -> None:
     assert not any("_orig_mod" in k for k in model.state_dict())
 
 
-@pytest.mark.skipif(compile_unavailable(CPU) is not None, reason=f"torch.compile cannot build CPU kernels here: "
+@pytest.mark.skipif(compile_unavailable(CPU) is not None, reason=f"runtime.compile is refused here: "
                                                                  f"{compile_unavailable(CPU)}")
 def test_compiled_training_step_runs_and_checkpoint_keys_are_plain(project, monkeypatch):
-    """The real thing: inductor compiles forward and backward of the fine-tuning step (minutes on a busy 2-core
-    machine when its cache is cold, seconds when warm)."""
+    """Forward and backward of the fine-tuning step through torch.compile's graph capture and AOT autograd (the
+    'aot_eager' backend). Inductor's C++ code generation is left to `metadepth bench --only compile`: with a cold
+    cache it took minutes of the 2-core CI budget for no extra check of our code."""
     from tasks.finetune import run_finetune
 
     params, root = project
-    compiled = _spy_compile(monkeypatch)
+    compiled = _spy_compile(monkeypatch, backend="aot_eager", mode=None)
     result = run_finetune(params, root, "scratch")
     assert compiled == ["DepthNet"]  # the training step ran through the compiled module
     assert result["final_loss"] == result["final_loss"]  # finite, not NaN
