@@ -174,11 +174,6 @@ def load_metrics(params: Params, root: Path) -> Runs:
     return out
 
 
-def as_runs(results: dict[str, dict[str, dict[str, Any]]]) -> Runs:
-    """One seed's metrics files as the per-seed lists the statistics take."""
-    return {m: {d: [r] for d, r in per_ds.items()} for m, per_ds in results.items()}
-
-
 def mean_over_seeds(runs: Runs) -> dict[str, dict[str, dict[str, Any]]]:
     """Per model and dataset, one metrics dict whose metrics are the means over seeds (for the headline table)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
