@@ -64,6 +64,7 @@ def check_stage_args(root: Path, args: tuple[str, ...]) -> None:
 
 def run_stage_body(params: Params, root: Path, args: tuple[str, ...], tracker: Any) -> dict[str, Any]:
     """Dispatch `metadepth stage KIND ARGS...` to the stage code in tasks/ (imported lazily: torch is slow)."""
+    # Training and evaluate commands end with the seed (dvc.yaml's `${item.seed}`; checked by check_stage_args).
     kind, rest = args[0], args[1:]
     if kind == "prepare":
         from tasks.preprocess.prepare import prepare
@@ -72,36 +73,25 @@ def run_stage_body(params: Params, root: Path, args: tuple[str, ...], tracker: A
     if kind == "init":
         from tasks.initialize import run_init
 
-        return run_init(params, root, rest[0], seed=stage_seed(rest, 1))
+        return run_init(params, root, rest[0], seed=int(rest[-1]))
     if kind == "meta_init":
         from tasks.meta_init import run_meta_init
 
-        return run_meta_init(params, root, rest[0], tracker, seed=stage_seed(rest, 1))
+        return run_meta_init(params, root, rest[0], tracker, seed=int(rest[-1]))
     if kind == "finetune":
         from tasks.finetune import run_finetune
 
-        return run_finetune(params, root, rest[0], tracker, seed=stage_seed(rest, 1))
+        return run_finetune(params, root, rest[0], tracker, seed=int(rest[-1]))
     if kind == "evaluate":
         from tasks.evaluate import run_evaluate
 
-        result = run_evaluate(params, root, rest[0], rest[1], seed=stage_seed(rest, 2))
+        result = run_evaluate(params, root, rest[0], rest[1], seed=int(rest[-1]))
         return {k: result[k] for k in ("model", "dataset", "seed", "metrics", "n_images", "n_valid_pixels")}
     if kind == "report":
         from tasks.report import run_report
 
         return run_report(params, root)
     raise MetadepthError(f"unknown stage {kind!r}; stages are {', '.join(STAGE_KINDS)}")
-
-
-def stage_seed(rest: tuple[str, ...], position: int) -> int | None:
-    """The training seed a stage command ends with (dvc.yaml's `${item.seed}`); absent: the first of `seeds`."""
-    if len(rest) <= position:
-        return None
-    try:
-        return int(rest[position])
-    except ValueError:
-        raise MetadepthError(f"stage seed {rest[position]!r} is not an integer; use one of params.yaml's seeds") \
-            from None
 
 
 def _stage_key(context: Any, parameters: dict[str, Any]) -> str:

@@ -41,7 +41,6 @@ def run_evaluate(params: Params, root: Path, model_name: str, dataset: str, seed
     proto = ev.protocol(dataset)
     seed = training_seed(params, seed)
     p = paths(root, seed)
-    prepared = paths(root)["prepared"]
     device = select_device(params)
     model, payload = model_from_checkpoint(p["checkpoints"] / f"{model_name}.pt")
     model.to(device).eval()
@@ -50,7 +49,7 @@ def run_evaluate(params: Params, root: Path, model_name: str, dataset: str, seed
                 "aggregation": "mean over images of per-image metrics on valid pixels",
                 "split": "test"}
     per_image: list[dict[str, float]] = []
-    with ShardDataset(shard_path(prepared / dataset, "test")) as data:
+    with ShardDataset(shard_path(p["prepared"] / dataset, "test")) as data:
         loader = torch.utils.data.DataLoader(data, batch_size=ev.batch_size, **loader_options(params, device))
         for batch in loader:
             pred = predict_full_res(net, batch["rgb"].to(device)).float().cpu().numpy()[:, 0]

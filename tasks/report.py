@@ -333,7 +333,6 @@ def plot_qualitative(params: Params, root: Path, out: Path) -> list[str]:
     directly; invalid ground truth (0) is blank in the GT and error panels.
     """
     p = paths(root, params.seeds[0])  # the first training seed's models
-    p["prepared"] = paths(root)["prepared"]
     models = [m for m in params.evaluate.models if m.startswith("ft_")] or list(params.evaluate.models)
     base = params.report.baseline
     models = sorted(models, key=lambda m: m != base)  # baseline first, the way the table reads
