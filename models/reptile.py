@@ -22,6 +22,7 @@ Differences from the paper's published snippet, which are bugs there and the spe
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -72,6 +73,7 @@ class Reptile:
         task_augment: TaskAugment | None = None,
         generator: torch.Generator | None = None,
         skip_nonfinite: bool = False,
+        forward_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     ):
         if inner_steps < 1:
             raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
@@ -91,6 +93,8 @@ class Reptile:
             # Follows torch.manual_seed, so a globally seeded run stays reproducible.
             generator = torch.Generator().manual_seed(torch.initial_seed())
         self.generator = generator
+        # Wraps every forward + loss (e.g. autocast); the updates themselves always run in float32.
+        self.forward_context = forward_context
         # A NaN/inf in any task's loss or delta would poison the mean delta: with this set the whole outer step
         # is skipped (weights, buffers and optimizer state untouched) and reported, instead of applied.
         self.skip_nonfinite = skip_nonfinite
@@ -144,8 +148,9 @@ class Reptile:
             if params:  # foreach ops reject empty lists
                 torch._foreach_add_(params, [p.grad for p in params], alpha=-self.inner_lr)
 
-    def _adapt(self, batch: Any, partner: Any | None) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Adapt the inner model to one task, starting from the meta weights.
+    def _adapt(self, batch: Any, partner: Any | None,
+               generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Adapt the inner model to one task, starting from the meta weights, drawing from `generator`.
 
         Returns the losses of the first and last inner steps and the task-augmentation loss (or None).
         """
@@ -154,8 +159,9 @@ class Reptile:
         losses = []
         for _ in range(self.inner_steps):
             # Fresh augmentation of the SAME task batch at every step.
-            inputs = batch if self.inner_augment is None else self.inner_augment(batch, self.generator)
-            loss = self.loss_fn(self.inner_model, inputs)
+            inputs = batch if self.inner_augment is None else self.inner_augment(batch, generator)
+            with self.forward_context():
+                loss = self.loss_fn(self.inner_model, inputs)
             self._inner_update(loss)
             losses.append(loss.detach())
         aug_loss = None
@@ -164,17 +170,21 @@ class Reptile:
             # inner step on an augmented task built from this task and a partner task (mix-up of the
             # two, channel shuffle at the encoder bottleneck). It changes where the inner trajectory
             # ends, hence the Reptile direction, without changing the per-task inner loop itself.
-            loss = self.task_augment(self.inner_model, batch, partner, self.generator)
+            with self.forward_context():
+                loss = self.task_augment(self.inner_model, batch, partner, generator)
             self._inner_update(loss)
             aug_loss = loss.detach()
         return losses[0], losses[-1], aug_loss
 
-    def meta_step(self, tasks: Sequence[Any], partners: Sequence[Any] | None = None) -> dict[str, float]:
+    def meta_step(self, tasks: Sequence[Any], partners: Sequence[Any] | None = None,
+                  generators: Sequence[torch.Generator] | None = None) -> dict[str, float]:
         """One outer update from `tasks` (each one mini-batch); returns mean losses and the step size.
 
         `partners[i]` is task i's partner for task augmentation; when omitted, task i is paired with task
-        i + 1 (cyclically), which needs at least two tasks. Under torch.distributed every rank passes its
-        own tasks and all ranks end with identical meta weights.
+        i + 1 (cyclically), which needs at least two tasks. `generators[i]` is task i's random stream for
+        its augmentations (default: all tasks draw in turn from the Reptile's own generator); a stream per
+        task makes a task's draws independent of which process runs it and of the tasks before it. Under
+        torch.distributed every rank passes its own tasks and all ranks end with identical meta weights.
         """
         if len(tasks) == 0:
             raise ValueError("meta_step needs at least one task")
@@ -184,6 +194,8 @@ class Reptile:
             partners = list(tasks[1:]) + [tasks[0]]
         if partners is not None and len(partners) != len(tasks):
             raise ValueError(f"got {len(partners)} partners for {len(tasks)} tasks")
+        if generators is not None and len(generators) != len(tasks):
+            raise ValueError(f"got {len(generators)} generators for {len(tasks)} tasks")
 
         if self.inner_params[0].device != self.meta_params[0].device:
             self.inner_model.to(self.meta_params[0].device)  # model was moved after construction
@@ -195,7 +207,8 @@ class Reptile:
         loss_first, loss_last, loss_aug = zero.clone(), zero.clone(), zero.clone()
 
         for i, batch in enumerate(tasks):
-            first, last, aug = self._adapt(batch, None if partners is None else partners[i])
+            first, last, aug = self._adapt(batch, None if partners is None else partners[i],
+                                           self.generator if generators is None else generators[i])
             with torch.no_grad():
                 # delta_sum += meta - inner, in place: the inner weights are overwritten by the next
                 # task's copy anyway, and avoiding a model-sized temporary per task matters on CPU.

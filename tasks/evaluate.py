@@ -15,10 +15,12 @@ import numpy as np
 import torch
 
 from models.metrics import depth_metrics
-from tasks.common import loader_options, maybe_compile, model_from_checkpoint, paths, select_device, training_seed
+from tasks.checkpoints import model_from_checkpoint
 from tasks.io import MetadepthError, atomic_write
+from tasks.layout import Layout, training_seed
 from tasks.params import Params
 from tasks.preprocess.shards import ShardDataset, shard_path
+from tasks.runtime import Runtime
 
 METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "a1", "a2", "a3")
 
@@ -40,17 +42,18 @@ def run_evaluate(params: Params, root: Path, model_name: str, dataset: str, seed
     ev = params.evaluate
     proto = ev.protocol(dataset)
     seed = training_seed(params, seed)
-    p = paths(root, seed)
-    device = select_device(params)
-    model, payload = model_from_checkpoint(p["checkpoints"] / f"{model_name}.pt")
+    layout = Layout(root, seed)
+    rt = Runtime.from_params(params.runtime)
+    device = rt.device
+    model, payload = model_from_checkpoint(layout.checkpoint(model_name))
     model.to(device).eval()
-    net = maybe_compile(model, params, device)
+    net = rt.compile(model)
     protocol = {"min_depth": proto.min_depth, "max_depth": proto.max_depth, "crop": proto.crop, "align": proto.align,
                 "aggregation": "mean over images of per-image metrics on valid pixels",
                 "split": "test"}
     per_image: list[dict[str, float]] = []
-    with ShardDataset(shard_path(p["prepared"] / dataset, "test")) as data:
-        loader = torch.utils.data.DataLoader(data, batch_size=ev.batch_size, **loader_options(params, device))
+    with ShardDataset(shard_path(layout.prepared / dataset, "test")) as data:
+        loader = torch.utils.data.DataLoader(data, batch_size=ev.batch_size, **rt.loader_kwargs)
         for batch in loader:
             pred = predict_full_res(net, batch["rgb"].to(device)).float().cpu().numpy()[:, 0]
             gt = batch["depth"].numpy()[:, 0]
@@ -75,7 +78,7 @@ def run_evaluate(params: Params, root: Path, model_name: str, dataset: str, seed
         "checkpoint_step": payload["step"],
         "per_image_rmse": [round(float(m["rmse"]), 6) for m in per_image],
     }
-    out = p["metrics"] / f"{model_name}__{dataset}.json"
+    out = layout.metrics_file(model_name, dataset)
     with atomic_write(out) as tmp:
         tmp.write_text(json.dumps(result, indent=2))
     return result

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from tasks.common import model_from_checkpoint
+from tasks.checkpoints import model_from_checkpoint
 from tasks.evaluate import predict_full_res
 from tasks.io import MetadepthError, atomic_write
 

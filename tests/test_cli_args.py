@@ -70,7 +70,7 @@ def checkpoint(project) -> str:
     """A real (tiny) checkpoint, so predict's other arguments are what fails."""
     import torch
 
-    from tasks.common import build_model, save_checkpoint
+    from tasks.checkpoints import build_model, save_checkpoint
     from tasks.params import load_params
 
     torch.manual_seed(0)

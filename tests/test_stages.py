@@ -12,7 +12,7 @@ import pytest
 import torch
 from tiny_project import ROOT, tiny_params
 
-from tasks.common import load_checkpoint
+from tasks.checkpoints import load_checkpoint
 from tasks.evaluate import METRICS, run_evaluate
 from tasks.finetune import run_finetune
 from tasks.initialize import run_init
@@ -30,7 +30,7 @@ def project(tmp_path_factory):
     tiny_params(root / "params.yaml")
     params = load_params(root / "params.yaml")
     for d in params.data.domains:
-        prepare(params, d, root)
+        prepare(params, root, d)
     run_init(params, root, "scratch")
     run_meta_init(params, root, "meta")
     for name in params.finetune.inits:
@@ -64,7 +64,7 @@ def test_prepared_shard_contract(project):
 
 def test_prepare_is_deterministic(project, tmp_path):
     root, params = project
-    prepare(params, "loft", tmp_path)
+    prepare(params, tmp_path, "loft")
     with h5py.File(tmp_path / "data/prepared/loft/test.h5") as a, h5py.File(root / "data/prepared/loft/test.h5") as b:
         assert np.array_equal(a["rgb"][:], b["rgb"][:]) and np.array_equal(a["depth"][:], b["depth"][:])
 
@@ -127,7 +127,7 @@ def test_missing_input_is_a_clear_error(tmp_path):
     with pytest.raises(MetadepthError, match="scratch.pt: checkpoint not found"):
         run_meta_init(params, tmp_path)
     with pytest.raises(MetadepthError, match="not in data.domains"):
-        prepare(params, "mars", tmp_path)
+        prepare(params, tmp_path, "mars")
 
 
 def test_meta_variant_is_an_ablation_with_its_own_settings(project, tmp_path):

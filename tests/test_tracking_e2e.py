@@ -66,7 +66,7 @@ def test_finetuned_model_loads_back_like_its_checkpoint(tiny, tmp_path):
     import torch
     from mlflow.tracking import MlflowClient
 
-    from tasks.common import model_from_checkpoint
+    from tasks.checkpoints import model_from_checkpoint
 
     uri = f"sqlite:///{tiny / 'runs' / 'other.db'}"
     client = MlflowClient(uri)
