@@ -13,6 +13,7 @@ from tasks.io import MetadepthError
 from tasks.launch import launch
 from tasks.params import Params
 from tasks.stages import STAGES
+from tasks.telemetry import NullTracker
 
 
 def run_stage(params: Params, root: Path, args: tuple[str, ...], tracker: Any = None) -> Any:
@@ -21,8 +22,9 @@ def run_stage(params: Params, root: Path, args: tuple[str, ...], tracker: Any = 
         raise MetadepthError(f"unknown stage {args[0] if args else None!r}; stages are {', '.join(STAGES)}")
     stage, values = STAGES[args[0]], tuple(args[1:])
     names, kwargs = stage.call_args(values)
+    tracker = tracker or NullTracker()
     if stage.trains:
         if params.runtime.nproc_per_node > 1 and not is_distributed():
-            return launch(params, root, stage, names[0], kwargs["seed"], tracker)
+            return launch(params, root, stage, names, kwargs["seed"], tracker)
         kwargs["tracker"] = tracker
     return stage.function()(params, root, *names, **kwargs)

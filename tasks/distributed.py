@@ -125,20 +125,23 @@ def batches_at(dataset: Dataset, batch_size: int, seed: int, positions: Iterable
                            multiprocessing_context=multiprocessing_context if num_workers else None))
 
 
-def meta_positions(start_step: int, tasks_per_rank: int, rank: int, world: int, partners: bool) -> Iterator[int]:
+def meta_positions(start_step: int, tasks_per_rank: int, rank: int, world: int, partners: bool,
+                   batches_per_task: int = 1) -> Iterator[int]:
     """Stream positions of rank's tasks (then, with `partners`, their partner tasks) for steps start_step, ...
 
-    Step s owns G*m positions from s*G*m (G = tasks_per_rank * world, m = 2 with partners): tasks first, then
-    partners, in global task order; rank r's share is tasks r*T .. r*T+T-1 and the partners at the same offsets.
+    Step s owns G*(k+p) positions from s*G*(k+p) (G = tasks_per_rank * world, k = batches_per_task, p = 1 with
+    partners): the tasks' batches first (task j: k consecutive positions), then one partner per task, in global
+    task order; rank r's share is tasks r*T .. r*T+T-1 and the partners at the same offsets.
     """
-    t = tasks_per_rank
+    t, k = tasks_per_rank, batches_per_task
     g = t * world
-    per_step = g * (2 if partners else 1)
+    per_step = g * (k + (1 if partners else 0))
     for step in itertools.count(start_step):
-        first = step * per_step + rank * t
-        yield from range(first, first + t)
+        first = step * per_step + rank * t * k
+        yield from range(first, first + t * k)
         if partners:
-            yield from range(first + g, first + g + t)
+            partner = step * per_step + g * k + rank * t
+            yield from range(partner, partner + t)
 
 
 # ---------------------------------------------------------------------------------------------------------------

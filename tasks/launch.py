@@ -68,8 +68,8 @@ def _check_devices(params: Params) -> None:
                              "lower it (one process per GPU)")
 
 
-def launch(params: Params, root: Path, stage: Stage, arg: str, seed: int, tracker: Any) -> TrainingResult:
-    """Run `stage arg` under torchrun with runtime.nproc_per_node processes; returns rank 0's result.
+def launch(params: Params, root: Path, stage: Stage, names: list[str], seed: int, tracker: Any) -> TrainingResult:
+    """Run `stage names...` under torchrun with runtime.nproc_per_node processes; returns rank 0's result.
 
     The workers get these exact params (as a file), not root/params.yaml, so a caller's in-memory params win.
     Their output is printed line by line as it comes (Prefect's log_prints and DVC logs see it).
@@ -86,9 +86,10 @@ def launch(params: Params, root: Path, stage: Stage, arg: str, seed: int, tracke
         params_file, result_file = Path(tmp) / "params.json", Path(tmp) / "result.json"
         params_file.write_text(json.dumps(params.model_dump(mode="json")))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
-               "-m", "tasks.launch", stage.kind, arg, str(Path(root).resolve()), "--seed", str(seed),
+               "-m", "tasks.launch", stage.kind, str(Path(root).resolve()), *names, "--seed", str(seed),
                "--params", str(params_file), "--result", str(result_file)]
-        print(f"{stage.kind} {arg}: launching {n} processes with torchrun", flush=True)
+        what = " ".join([stage.kind, *names])
+        print(f"{what}: launching {n} processes with torchrun", flush=True)
         errors: list[str] = []
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
@@ -103,13 +104,13 @@ def launch(params: Params, root: Path, stage: Stage, arg: str, seed: int, tracke
                 proc.terminate()
                 proc.wait()
         if code != 0:
-            raise MetadepthError(errors[0] if errors else f"{stage.kind} {arg}: torchrun with {n} processes failed "
+            raise MetadepthError(errors[0] if errors else f"{what}: torchrun with {n} processes failed "
                                  f"(exit code {code}); see the worker output above, or set runtime.nproc_per_node 1")
         if not result_file.is_file():
-            raise MetadepthError(f"{stage.kind} {arg}: torchrun ended without rank 0's result; see the output above")
+            raise MetadepthError(f"{what}: torchrun ended without rank 0's result; see the output above")
         result = TrainingResult(**json.loads(result_file.read_text()))
     if stage.curve:
-        log_curve(tracker, Layout(root, seed).curve(stage.curve.format(arg)), stage.metric_names)
+        log_curve(tracker, Layout(root, seed).curve(stage.curve.format(*names)), stage.metric_names)
     return result
 
 
@@ -159,12 +160,12 @@ def stop_with_launcher(pid: int, every_s: float = 1.0) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Worker entry point (`torchrun ... -m tasks.launch STAGE ARG ROOT`)."""
+    """Worker entry point (`torchrun ... -m tasks.launch STAGE ROOT [NAME...]`)."""
     trainers = [kind for kind, stage in STAGES.items() if stage.trains]
     parser = argparse.ArgumentParser(prog="python -m tasks.launch", description="one torchrun worker")
     parser.add_argument("stage", choices=trainers)
-    parser.add_argument("arg", help="the stage's first argument (meta variant, fine-tuning start)")
     parser.add_argument("root", type=Path, help="project root")
+    parser.add_argument("names", nargs="*", help="the stage's arguments before the seed (meta variant, start)")
     parser.add_argument("--seed", type=int, help="training seed (default the first of params seeds)")
     parser.add_argument("--params", type=Path, help="params file (default ROOT/params.yaml)")
     parser.add_argument("--result", type=Path, help="where rank 0 writes the stage's result as JSON")
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params or args.root / "params.yaml")
         init_worker(params)
         try:
-            result = STAGES[args.stage].function()(params, args.root, args.arg, seed=args.seed)
+            result = STAGES[args.stage].function()(params, args.root, *args.names, seed=args.seed)
             if dist.get_rank() == 0 and args.result:
                 args.result.write_text(json.dumps(result.__dict__))
         finally:

@@ -9,20 +9,18 @@ with T tasks each compute the update of one process with N*T tasks per step.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 from models.augment import make_task_augment
-from models.losses import depth_loss
 from models.reptile import Reptile
 from tasks.distributed import batches_at, meta_positions, task_generator
 from tasks.layout import training_seed
 from tasks.params import Params, subset
 from tasks.preprocess.shards import ShardDataset
 from tasks.telemetry import Tracker
-from tasks.training import TrainingResult, TrainingRun, augment_fn, loss_fn_for
+from tasks.training import TrainingResult, TrainingRun, augment_fn, criterion_for, loss_fn_for
 
-CURVE_COLUMNS = ["step", "loss_first", "loss_last", "loss_task_augment", "update_norm"]
+CURVE_COLUMNS = ["step", "loss_first", "loss_last", "loss_task_augment", "update_norm", "grad_norm", "val_loss"]
 METRIC_NAMES = {c: f"meta_{c}" for c in CURVE_COLUMNS if c != "step"}
 
 
@@ -34,22 +32,21 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
     """
     settings = params.meta.variant(variant)
     seed = training_seed(params, seed)
-    run = TrainingRun(params, root, label=f"meta_init {variant}", start="scratch", output=variant, seed=seed,
+    run = TrainingRun(params, root, label=f"meta_init {variant}", start=params.meta.start, output=variant, seed=seed,
                       total=settings.steps, columns=CURVE_COLUMNS, metric_names=METRIC_NAMES,
-                      log_every=settings.log_every, tracker=tracker,
+                      log_every=settings.log_every, val_every=settings.val_every, tracker=tracker,
                       resume_inputs=[subset(params, ["seed", "data", "loss", "augment"]), seed, settings.model_dump()])
     rt = run.rt
     ta = settings.task_augment
     task_augment = None
     if ta.mixup or ta.channel_shuffle:
-        criterion = functools.partial(depth_loss, smooth_weight=params.loss.smooth_weight,
-                                      scale_decay=params.loss.scale_decay)
         task_augment = make_task_augment(mix_alpha=ta.mixup_alpha if ta.mixup else None,
                                          shuffle_p=ta.shuffle_fraction if ta.channel_shuffle else 0.0,
-                                         criterion=criterion)
+                                         criterion=criterion_for(params.loss))
     reptile = Reptile(
         run.model, loss_fn_for(params.loss), inner_lr=settings.inner_lr, inner_steps=settings.inner_steps,
-        outer_lr=settings.outer_lr, outer_optimizer=settings.outer_optimizer, clip_grad_norm=settings.clip_grad_norm,
+        outer_lr=settings.outer_lr, outer_optimizer=settings.outer_optimizer, clip=settings.clip,
+        clip_max=settings.clip_max,
         inner_augment=augment_fn(params.augment) if settings.online_augment else None, task_augment=task_augment,
         generator=run.generator, skip_nonfinite=settings.skip_nonfinite_steps, forward_context=rt.autocast,
     )
@@ -57,13 +54,19 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
     start_step = run.resume_from_snapshot(reptile=reptile)
     per_rank = settings.tasks_per_step
     per_step = per_rank * rt.world  # tasks averaged by one outer step, over all ranks
+    per_task = settings.inner_steps if settings.inner_batches == "fresh" else 1  # batches a task draws
     batches = batches_at(ShardDataset(run.train_shard), settings.batch_size, seed,
-                         meta_positions(start_step, per_rank, rt.rank, rt.world, partners=task_augment is not None),
-                         **rt.loader_kwargs)
+                         meta_positions(start_step, per_rank, rt.rank, rt.world, partners=task_augment is not None,
+                                        batches_per_task=per_task), **rt.loader_kwargs)
+
+    def draw_task() -> dict | list[dict]:
+        task = [rt.batch(next(batches)) for _ in range(per_task)]
+        return task if settings.inner_batches == "fresh" else task[0]
+
     stats: dict[str, float] = {}
     skipped = 0
     for step in run.steps():
-        tasks = [rt.batch(next(batches)) for _ in range(per_rank)]
+        tasks = [draw_task() for _ in range(per_rank)]
         partners = [rt.batch(next(batches)) for _ in range(per_rank)] if task_augment else None
         # Every task draws from its own stream, seeded from its global index: its augmentations do not depend on
         # which rank runs it or on how many tasks ran before it in the same process.

@@ -33,7 +33,6 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from tasks.checkpoints import model_from_checkpoint  # noqa: E402
-from tasks.evaluate import predict_full_res  # noqa: E402
 from tasks.io import MetadepthError, atomic_write  # noqa: E402
 from tasks.layout import Layout  # noqa: E402
 from tasks.params import Params  # noqa: E402
@@ -169,9 +168,10 @@ def load_metrics(params: Params, root: Path) -> Runs:
             for seed in params.seeds:
                 path = Layout(root, seed).metrics / f"{model}__{dataset}.json"
                 if not path.is_file():
-                    raise MetadepthError(f"{path}: metrics file missing; run "
-                                         f"`metadepth stage evaluate {model} {dataset} {seed}`")
-                out.setdefault(model, {}).setdefault(dataset, []).append(json.loads(path.read_text()))
+                    raise MetadepthError(f"{path}: metrics file missing; run `metadepth stage evaluate`")
+                record = json.loads(path.read_text())
+                first = record["protocols"][next(iter(record["protocols"]))]  # the first protocol's view
+                out.setdefault(model, {}).setdefault(dataset, []).append({**record, **first})
     return out
 
 
@@ -345,7 +345,8 @@ def plot_qualitative(params: Params, root: Path, out: Path) -> list[str]:
         idx = np.linspace(0, len(data) - 1, min(k, len(data))).round().astype(int)
         rgb = torch.stack([data[int(i)]["rgb"] for i in idx])
         gt = torch.stack([data[int(i)]["depth"] for i in idx])[:, 0].numpy()
-        preds = {m: predict_full_res(net, rgb)[:, 0].numpy() for m, net in nets.items()}
+        with torch.no_grad():  # scale 0 is at input resolution
+            preds = {m: net(rgb)[0][:, 0].numpy() for m, net in nets.items()}
         for j in range(len(idx)):
             rows.append((ds, rgb[j].permute(1, 2, 0).numpy(), gt[j], {m: v[j] for m, v in preds.items()}))
     vmax = params.evaluate.max_depth

@@ -30,7 +30,7 @@ class Stage:
     target: str  # "module:function", called as function(params, root, *args, [tracker=...,] [seed=...])
     args: tuple[Arg, ...] = ()
     trains: bool = False  # holds the accelerator: the training slot, torchrun when nproc_per_node > 1, progress
-    curve: str | None = None  # the curve name pattern, "{0}" = the first argument (replayed after torchrun)
+    curve: str | None = None  # the curve's name, "{0}" = the first argument (replayed after torchrun)
     metric_names: dict[str, str] = field(default_factory=dict)  # curve column -> tracker metric
     checkpoint_artifact: bool = False  # the result's checkpoint is logged with the stage's MLflow run
     logged_model: bool = False  # ... and as an MLflow model (the deliverables)
@@ -51,17 +51,19 @@ class Stage:
         return list(values), {}
 
 
-_FINETUNE_LOGS = {"loss": "train_loss", "lr": "lr"}
-_META_LOGS = {c: f"meta_{c}" for c in ("loss_first", "loss_last", "loss_task_augment", "update_norm")}
+_SUPERVISED_LOGS = {"loss": "train_loss", "lr": "lr", "grad_norm": "grad_norm", "val_loss": "val_loss"}
+_META_LOGS = {c: f"meta_{c}" for c in ("loss_first", "loss_last", "loss_task_augment", "update_norm", "grad_norm",
+                                       "val_loss")}
 
 STAGES: dict[str, Stage] = {s.kind: s for s in (
     Stage("prepare", "tasks.preprocess.prepare:prepare", (Arg("DATASET", "data.domains"),)),
     Stage("init", "tasks.initialize:run_init", (Arg("KIND", "init.kinds"), SEED), checkpoint_artifact=True),
     Stage("meta_init", "tasks.meta_init:run_meta_init", (Arg("VARIANT", "meta.variants"), SEED), trains=True,
           curve="{0}", metric_names=_META_LOGS, checkpoint_artifact=True),
+    Stage("supervised", "tasks.finetune:run_supervised", (SEED,), trains=True, curve="sup",
+          metric_names=_SUPERVISED_LOGS, checkpoint_artifact=True),
     Stage("finetune", "tasks.finetune:run_finetune", (Arg("START", "finetune.inits"), SEED), trains=True,
-          curve="ft_{0}", metric_names=_FINETUNE_LOGS, checkpoint_artifact=True, logged_model=True),
-    Stage("evaluate", "tasks.evaluate:run_evaluate", (Arg("MODEL", "evaluate.models"), Arg("DATASET", "data.domains"),
-                                                      SEED)),
+          curve="ft_{0}", metric_names=_SUPERVISED_LOGS, checkpoint_artifact=True, logged_model=True),
+    Stage("evaluate", "tasks.evaluate:run_evaluate_all"),  # every model x dataset x seed, in one process
     Stage("report", "tasks.report:run_report", report=True),
 )}

@@ -27,7 +27,7 @@ from tasks.distributed import barrier, check_ranks_agree
 from tasks.io import MetadepthError, content_hash
 from tasks.layout import Layout, training_seed
 from tasks.params import AugmentParams, LossParams, Params, params_hash
-from tasks.preprocess.shards import shard_path
+from tasks.preprocess.shards import ShardDataset, shard_path
 from tasks.resume import ResumeState
 from tasks.runtime import Runtime
 from tasks.telemetry import CurveWriter, NullTracker, Tracker, report_progress
@@ -46,13 +46,22 @@ def augment_fn(augment: AugmentParams) -> Callable[[Batch, torch.Generator], Bat
     return functools.partial(online_augment_batch, **augment.model_dump())
 
 
+def criterion_for(loss: LossParams) -> Callable[[list[torch.Tensor], Batch], torch.Tensor]:
+    """The params.yaml training loss of predictions against a batch: one loss for every term of every stage."""
+
+    def criterion(preds: list[torch.Tensor], batch: Batch) -> torch.Tensor:
+        return depth_loss(preds, batch["depth"], smooth_weight=loss.smooth_weight, scale_decay=loss.scale_decay,
+                          image=batch["rgb"], smoothness=loss.smoothness)
+
+    return criterion
+
+
 def loss_fn_for(loss: LossParams) -> Callable[..., torch.Tensor]:
-    """The paper's training loss as `loss_fn(model, batch)`, the signature models.reptile.Reptile expects."""
+    """The training loss as `loss_fn(model, batch)`, the signature models.reptile.Reptile expects."""
+    criterion = criterion_for(loss)
 
     def loss_fn(model: torch.nn.Module, batch: Batch, **forward_kwargs: Any) -> torch.Tensor:
-        preds = model(batch["rgb"], **forward_kwargs)
-        return depth_loss(preds, batch["depth"], smooth_weight=loss.smooth_weight, scale_decay=loss.scale_decay,
-                          image=batch["rgb"])
+        return criterion(model(batch["rgb"], **forward_kwargs), batch)
 
     return loss_fn
 
@@ -84,9 +93,10 @@ class TrainingRun:
     """
 
     def __init__(self, params: Params, root: Path, *, label: str, start: str, output: str, seed: int | None,
-                 total: int, columns: list[str], metric_names: dict[str, str], log_every: int,
+                 total: int, columns: list[str], metric_names: dict[str, str], log_every: int, val_every: int,
                  resume_inputs: list[Any], tracker: Tracker | None = None):
         self.label, self.total, self.log_every, self.metric_names = label, total, log_every, metric_names
+        self.val_every, self._val_loss = val_every, loss_fn_for(params.loss)
         self.tracker = tracker or NullTracker()
         self.seed = training_seed(params, seed)
         self.rt = Runtime.from_params(params.runtime)
@@ -96,6 +106,7 @@ class TrainingRun:
         self.model_params = payload["model_params"]
         self.rt.place(self.model).train()
         self.train_shard = shard_path(layout.prepared / params.data.train_domain, "train")
+        self.val_shard = shard_path(layout.prepared / params.data.train_domain, "val")
         self.data_hash = content_hash(self.train_shard)
         self.out = layout.checkpoint(output)
         self.curve = CurveWriter(layout.curve(output), columns)
@@ -129,10 +140,33 @@ class TrainingRun:
                 if self.rt.main:
                     report_progress(self.label, step, self.total, self._loss, tracker=self.tracker)
 
+    @torch.no_grad()
+    def validation_loss(self, batch_size: int = 32) -> float:
+        """The training loss of the current weights on the training domain's validation split (no augmentation).
+
+        Read without a DataLoader: iterating one draws a seed from torch's global generator, which must stay as
+        the training left it.
+        """
+        self.model.eval()
+        total, n = 0.0, 0
+        with ShardDataset(self.val_shard) as data:
+            for lo in range(0, len(data), batch_size):
+                items = [data[i] for i in range(lo, min(len(data), lo + batch_size))]
+                batch = self.rt.batch(torch.utils.data.default_collate(items))
+                with self.rt.autocast():
+                    total += self._val_loss(self.model, batch).item() * len(items)
+                n += len(items)
+        self.model.train()
+        return total / max(n, 1)
+
     def log(self, step: int, row: dict[str, float], loss: float) -> None:
-        """Record step `step`: `loss` for the progress line; `row` into the curve and tracker every log_every."""
+        """Record step `step`: `loss` for the progress line; `row` into the curve and tracker every log_every,
+        with the validation loss after every val_every steps (and after the last)."""
         self._loss = loss
-        if step % self.log_every == 0 or step == self.total - 1:
+        last = step == self.total - 1
+        if (step + 1) % self.val_every == 0 or last:
+            row = {**row, "val_loss": self.validation_loss()}
+        if step % self.log_every == 0 or last or "val_loss" in row:
             self.curve.add({"step": step, **row})
             if self.rt.main:
                 self.tracker.log_metrics({self.metric_names[k]: v for k, v in row.items()

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tiny_project import ROOT, tiny_params
+from tiny_project import ROOT, run_stages, tiny_params
 
 from tasks.checkpoints import load_checkpoint
 from tasks.evaluate import METRICS, run_evaluate
@@ -29,16 +29,7 @@ def project(tmp_path_factory):
     (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     tiny_params(root / "params.yaml")
     params = load_params(root / "params.yaml")
-    for d in params.data.domains:
-        prepare(params, root, d)
-    run_init(params, root, "scratch")
-    run_meta_init(params, root, "meta")
-    for name in params.finetune.inits:
-        run_finetune(params, root, name)
-    for m in params.evaluate.models:
-        for d in params.data.domains:
-            run_evaluate(params, root, m, d)
-    run_report(params, root)
+    run_stages(params, root)
     return root, params
 
 
@@ -90,10 +81,15 @@ def test_metrics_files(project):
     for m in params.evaluate.models:
         for d in params.data.domains:
             r = json.loads((root / "data" / "metrics" / "seed0" / f"{m}__{d}.json").read_text())
-            assert set(r["metrics"]) == set(METRICS)
-            assert r["n_images"] == params.data.test_size and r["n_valid_pixels"] > 0
-            assert r["protocol"]["max_depth"] == params.evaluate.max_depth
-            assert 0 <= r["metrics"]["a1"] <= r["metrics"]["a2"] <= r["metrics"]["a3"] <= 1
+            assert r["schema_version"] == 2 and (r["model"], r["dataset"], r["seed"]) == (m, d, 0)
+            assert r["n_images"] == params.data.test_size
+            assert set(r["protocols"]) == set(params.evaluate.protocols) == {"metric", "median"}
+            for name, p in r["protocols"].items():
+                assert set(p["metrics"]) == set(METRICS) and p["n_valid_pixels"] > 0
+                assert p["protocol"]["max_depth"] == params.evaluate.max_depth
+                assert p["protocol"]["align"] == params.evaluate.protocols[name]
+                assert 0 <= p["metrics"]["a1"] <= p["metrics"]["a2"] <= p["metrics"]["a3"] <= 1
+                assert len(p["per_image_rmse"]) == r["n_images"]
 
 
 def test_report(project):
