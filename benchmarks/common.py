@@ -86,24 +86,27 @@ def finetune_step(params: Params, model: Any, batch: dict[str, Any], device: Any
     Moving the (CPU) batch to the device, online augmentation, autocast (runtime.amp) and memory layout
     (runtime.channels_last), loss, backward, clipping and Adam: on the CPU defaults the policies are no-ops.
     """
+    import dataclasses
+
     import torch
 
-    from tasks.common import apply_memory_format, batch_to, loss_fn_for, memory_format, precision_context
-    from tasks.finetune import augment_fn
+    from tasks.runtime import Runtime
+    from tasks.training import augment_fn, loss_fn_for
 
-    device = device or torch.device("cpu")
+    rt = Runtime.from_params(params.runtime)
+    if device is not None:
+        rt = dataclasses.replace(rt, device=device)
     ft = params.finetune
-    fmt = memory_format(params, device)
-    apply_memory_format(model.to(device), fmt).train()
+    rt.place(model).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=ft.lr, weight_decay=ft.weight_decay)
-    loss_fn, augment = loss_fn_for(params.loss), augment_fn(params)
+    loss_fn, augment = loss_fn_for(params.loss), augment_fn(params.augment)
     g = torch.Generator().manual_seed(params.seed)
 
     def step() -> None:
-        b = batch_to(batch, device, fmt)
+        b = rt.batch(batch)
         if ft.online_augment:
             b = augment(b, g)
-        with precision_context(params, device):
+        with rt.autocast():
             loss = loss_fn(model, b)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

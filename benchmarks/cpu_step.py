@@ -29,7 +29,7 @@ from benchmarks.reptile_overhead import random_batch
 
 
 def _model_and_batch(cfg: BenchConfig) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
-    from tasks.common import build_model
+    from tasks.checkpoints import build_model
 
     p = cfg.params
     torch.manual_seed(p.seed)

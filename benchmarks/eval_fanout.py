@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tasks.common import paths
+from tasks.layout import Layout
 from tasks.params import Params, validate
 
 
@@ -43,9 +43,9 @@ def make_fixture(root: Path, base: Params, *, models: int, domains: int, test_si
     raw["runtime"].update(device="cpu", num_workers=0, num_threads=1, compile=False)
     params = validate(raw, "eval_fanout fixture")
     for d in names:
-        prepare(params, d, root)
+        prepare(params, root, d)
     run_init(params, root, "scratch")
-    ck = paths(root, params.seeds[0])["checkpoints"]
+    ck = Layout(root, params.seeds[0]).checkpoints
     model_names = [f"m{i}" for i in range(models)]
     for m in model_names:
         shutil.copy2(ck / "scratch.pt", ck / f"{m}.pt")

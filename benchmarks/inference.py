@@ -23,8 +23,9 @@ PREDICT_BATCH = 4  # `metadepth predict` default
 
 def bench(cfg: BenchConfig) -> dict[str, Any]:
     """Images/s of the evaluate stage's body and of `metadepth predict`, on the same frames and model."""
-    from tasks.common import build_model, paths, save_checkpoint
+    from tasks.checkpoints import build_model, save_checkpoint
     from tasks.evaluate import run_evaluate
+    from tasks.layout import Layout
     from tasks.predict import predict_paths
 
     p = cfg.params
@@ -35,7 +36,7 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     (root / "data" / "prepared" / "bench").mkdir(parents=True, exist_ok=True)
     write_shard(root / "data" / "prepared" / "bench" / "test.h5", frames, p, split="test")
     torch.manual_seed(p.seed)
-    checkpoint = paths(root, p.seeds[0])["checkpoints"] / "bench.pt"  # where run_evaluate looks for it
+    checkpoint = Layout(root, p.seeds[0]).checkpoints / "bench.pt"  # where run_evaluate looks for it
     model_params = p.model.model_dump()
     save_checkpoint(checkpoint, build_model(model_params), model_params, step=0, data_hash="bench")
     images = root / "images"

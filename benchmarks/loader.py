@@ -59,7 +59,7 @@ def loader_rate(make: Callable[[], Iterator[Any]], n_batches: int, batch_size: i
 def step_rate(params: Any, batch: dict[str, torch.Tensor], repeats: int) -> tuple[float, float | None]:
     """Samples/s of the fine-tuning step of tasks/finetune.py at the params.yaml model, on the training device,
     and the step's peak GPU memory in MB (None on the CPU)."""
-    from tasks.common import build_model
+    from tasks.checkpoints import build_model
 
     device = bench_device(params)
     step = finetune_step(params, build_model(params.model.model_dump()), batch, device)

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import BenchConfig
+from tasks.stages import STAGES
 
-TRAINING_KINDS = ("meta_init", "finetune")
+TRAINING = {kind for kind, stage in STAGES.items() if stage.trains}
+
 # Set by flows.cli.configure_env or by the user: each would point the tiny project at someone else's state.
 FOREIGN_ENV = ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_RESULTS_LOCAL_STORAGE_PATH", "PREFECT_LOCAL_STORAGE_PATH",
                "MLFLOW_TRACKING_URI", "METADEPTH_HASH_CACHE", "METADEPTH_PARENT_RUN_ID", "DVC_ROOT")
@@ -69,7 +71,7 @@ def pipeline_time_share(tracking_uri: str) -> dict[str, Any] | None:
                                       max_results=5000)
         ran = [c for c in children if c.data.tags.get("cache") == "miss" and c.info.end_time]
         training = [(c.info.start_time, c.info.end_time) for c in ran
-                    if c.data.tags.get("stage", "").split("@")[0] in TRAINING_KINDS]
+                    if c.data.tags.get("stage", "").split("@")[0] in TRAINING]
         if not training:
             continue
         wall = (parent.info.end_time - parent.info.start_time) / 1000

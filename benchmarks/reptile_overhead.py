@@ -102,7 +102,8 @@ def main() -> None:
 
 def bench(cfg: Any) -> dict[str, Any]:
     """`metadepth bench` section: the model, inner steps and task batch of params.yaml (meta section)."""
-    from tasks.common import build_model, loss_fn_for
+    from tasks.checkpoints import build_model
+    from tasks.training import loss_fn_for
 
     p = cfg.params
     device = bench_device(p)

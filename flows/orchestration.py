@@ -2,7 +2,7 @@
 
 Kept apart from flows/pipeline.py (which maps dvc.yaml onto Prefect tasks) so each policy can be read, and tested, on
 its own, and so the stage code in tasks/ and models/ never needs Prefect: training loops only call the tracker's
-optional `progress(done, total)` hook (tasks/common.py), and the wrapper here turns that into a Prefect artifact.
+optional `progress(done, total)` hook (tasks/telemetry.py), and the wrapper here turns that into a Prefect artifact.
 
 Everything here degrades to a no-op outside a Prefect flow or task run (plain library use, a unit test), and a failing
 artifact call is logged, never raised: the UI view of a run must not be able to stop the run.
@@ -20,7 +20,6 @@ from typing import Any
 
 from tasks.io import MetadepthError
 
-TRAINING_KINDS = ("meta_init", "finetune")  # stage kinds (dvc.yaml) that need the accelerator
 TRAIN_LIMIT = "metadepth-train"  # Prefect global concurrency limit held while a training stage runs
 TABLE_KEY = "metadepth-cross-dataset"  # table artifact: the report's cross-dataset table
 REPORT_KEY = "metadepth-report"  # markdown artifact: reports/summary.md

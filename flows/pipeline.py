@@ -7,6 +7,7 @@ started, so a stage computed by `dvc repro` is a cache hit for a later `metadept
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -20,7 +21,6 @@ from flows.orchestration import (
     DEFAULT_MAX_PARALLEL,
     RETRY_DELAYS,
     STAGE_RETRIES,
-    TRAINING_KINDS,
     StageProgress,
     make_task_runner,
     publish_report,
@@ -31,67 +31,32 @@ from tasks import tracking
 from tasks.caching import StageSpec, cache_key, find_stage, load_stages, outputs_exist
 from tasks.io import MetadepthError, project_lock
 from tasks.params import Params, apply_overrides, load_params, params_hash, result_params, subset
-
-STAGE_KINDS = ("prepare", "init", "meta_init", "finetune", "evaluate", "report")
-# The arguments of `metadepth stage KIND ...`: (name, the params.yaml list its values come from).
-SEED = ("SEED", "seeds")
-STAGE_ARGS: dict[str, list[tuple[str, str]]] = {
-    "prepare": [("DATASET", "data.domains")], "init": [("KIND", "init.kinds"), SEED],
-    "meta_init": [("VARIANT", "meta.variants"), SEED], "finetune": [("START", "finetune.inits"), SEED],
-    "evaluate": [("MODEL", "evaluate.models"), ("DATASET", "data.domains"), SEED], "report": [],
-}
+from tasks.stages import STAGES
 
 
 def check_stage_args(root: Path, args: tuple[str, ...]) -> None:
     """Reject a bad `metadepth stage` command line with one line naming the argument, before any flow starts."""
-    if not args or args[0] not in STAGE_KINDS:
+    if not args or args[0] not in STAGES:
         got = repr(args[0]) if args else "nothing"
-        raise MetadepthError(f"unknown stage {got}; stages are {', '.join(STAGE_KINDS)}")
-    kind, rest, wanted = args[0], args[1:], STAGE_ARGS[args[0]]
+        raise MetadepthError(f"unknown stage {got}; stages are {', '.join(STAGES)}")
+    kind, rest, wanted = args[0], args[1:], STAGES[args[0]].args
     params = load_params(root / "params.yaml").model_dump(mode="json")
-    choices = {key: [str(v) for v in functools.reduce(lambda node, k: node[k], key.split("."), params)]
-               for _, key in wanted}
+    choices = {a.choices: [str(v) for v in functools.reduce(lambda node, k: node[k], a.choices.split("."), params)]
+               for a in wanted}
     if len(rest) != len(wanted):
-        names = " ".join(name for name, _ in wanted) or "no arguments"
-        example = " ".join(["metadepth stage", kind, *(choices[key][0] for _, key in wanted)])
+        names = " ".join(a.name for a in wanted) or "no arguments"
+        example = " ".join(["metadepth stage", kind, *(choices[a.choices][0] for a in wanted)])
         raise MetadepthError(f"stage {kind}: expected {names}, got {len(rest)} argument(s); e.g. `{example}`")
-    for value, (name, key) in zip(rest, wanted, strict=True):
-        if value not in choices[key]:
-            raise MetadepthError(f"stage {kind}: unknown {name} {value!r}; choose from {key} {choices[key]} "
-                                 "(params.yaml)")
+    for value, a in zip(rest, wanted, strict=True):
+        if value not in choices[a.choices]:
+            raise MetadepthError(f"stage {kind}: unknown {a.name} {value!r}; choose from {a.choices} "
+                                 f"{choices[a.choices]} (params.yaml)")
     find_stage(root, args)  # dvc.yaml must agree (it is built from the same lists)
 
 
-def run_stage_body(params: Params, root: Path, args: tuple[str, ...], tracker: Any) -> dict[str, Any]:
-    """Dispatch `metadepth stage KIND ARGS...` to the stage code in tasks/ (imported lazily: torch is slow)."""
-    # Training and evaluate commands end with the seed (dvc.yaml's `${item.seed}`; checked by check_stage_args).
-    kind, rest = args[0], args[1:]
-    if kind == "prepare":
-        from tasks.preprocess.prepare import prepare
-
-        return prepare(params, rest[0], root)
-    if kind == "init":
-        from tasks.initialize import run_init
-
-        return run_init(params, root, rest[0], seed=int(rest[-1]))
-    if kind == "meta_init":
-        from tasks.meta_init import run_meta_init
-
-        return run_meta_init(params, root, rest[0], tracker, seed=int(rest[-1]))
-    if kind == "finetune":
-        from tasks.finetune import run_finetune
-
-        return run_finetune(params, root, rest[0], tracker, seed=int(rest[-1]))
-    if kind == "evaluate":
-        from tasks.evaluate import run_evaluate
-
-        result = run_evaluate(params, root, rest[0], rest[1], seed=int(rest[-1]))
-        return {k: result[k] for k in ("model", "dataset", "seed", "metrics", "n_images", "n_valid_pixels")}
-    if kind == "report":
-        from tasks.report import run_report
-
-        return run_report(params, root)
-    raise MetadepthError(f"unknown stage {kind!r}; stages are {', '.join(STAGE_KINDS)}")
+def as_record(result: Any) -> dict[str, Any]:
+    """A stage result as plain JSON data (what the cached Prefect task stores)."""
+    return dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
 
 
 def _stage_key(context: Any, parameters: dict[str, Any]) -> str:
@@ -112,26 +77,28 @@ def stage_task(args: tuple[str, ...], root: str, parent_run_id: str | None = Non
     Transient failures (a locked SQLite database, a server not ready) are retried; a training stage resumes from
     its resume snapshot. Training stages hold the `metadepth-train` concurrency slot and show a progress artifact.
     """
+    from tasks.dispatch import run_stage  # torch and the stage code: only when a stage really runs
+
     rootp = Path(root)
     params = load_params(rootp / "params.yaml")
     spec = find_stage(rootp, tuple(args))
+    stage = STAGES[spec.kind]
     values = subset(params, list(spec.params))
     run = tracking.Run(rootp, spec.name, params=values, parent_id=parent_run_id,
                        tags={"kind": "stage", "stage": spec.name, "cache": "miss", "params_hash": params_hash(values)})
-    training = spec.kind in TRAINING_KINDS
-    tracker = StageProgress(run, spec.name) if training else run
+    tracker = StageProgress(run, spec.name) if stage.trains else run
     try:
-        with training_slot() if training else nullcontext():
-            result = run_stage_body(params, rootp, tuple(args), tracker)
-        if training:
+        with training_slot() if stage.trains else nullcontext():
+            result = as_record(run_stage(params, rootp, tuple(args), tracker))
+        if stage.trains:
             tracker.finish()
         run.log_metrics(_numbers(result, "final."), step=0)
-        if spec.kind == "report":
+        if stage.report:
             run.log_artifact(rootp / "reports")
-        if spec.kind in ("finetune", "meta_init", "init"):
+        if stage.checkpoint_artifact:
             run.log_artifact(rootp / result["checkpoint"], "checkpoints")
-        if spec.kind == "finetune":  # the deliverable models: loadable with mlflow.pytorch.load_model (README)
-            from tasks.common import model_from_checkpoint
+        if stage.logged_model:  # the deliverable models: loadable with mlflow.pytorch.load_model (README)
+            from tasks.checkpoints import model_from_checkpoint
 
             run.log_model(model_from_checkpoint(rootp / result["checkpoint"])[0])
     except BaseException:
@@ -165,7 +132,7 @@ def _stage_flow(kind: str):
         rootp = Path(root)
         spec = find_stage(rootp, tuple(args))
         out = _submit(spec, rootp, os.environ.get(tracking.PARENT_ENV), []).result()
-        if spec.kind == "report":
+        if STAGES[spec.kind].report:
             publish_report(rootp, out["result"])
         return out
 
@@ -175,7 +142,7 @@ def _stage_flow(kind: str):
     return globals()[stage_flow.__name__]
 
 
-STAGE_FLOWS = {kind: _stage_flow(kind) for kind in STAGE_KINDS}
+STAGE_FLOWS = {kind: _stage_flow(kind) for kind in STAGES}
 
 
 def dvc_commit(root: Path) -> None:
@@ -229,7 +196,7 @@ def _pipeline(rootp: Path, overrides: list[str] | None, params: Params | None, c
             child.end()
         tracking.log_report(parent, rootp)
         for spec in stages:
-            if spec.kind == "report":
+            if STAGES[spec.kind].report:
                 publish_report(rootp, results[spec.name]["result"])
         parent.set_tags({"cached_stages": str(len(cached)), "stages": str(len(stages))})
     except BaseException:

@@ -176,10 +176,14 @@ def channel_shuffle(feat_a: Tensor, feat_b: Tensor, p: float, generator: torch.G
 TaskAugment = Callable[[nn.Module, Batch, Batch, torch.Generator], Tensor]
 
 
+def _depth_criterion(preds: list[Tensor], batch: Batch) -> Tensor:
+    return depth_loss(preds, batch["depth"])
+
+
 def make_task_augment(
     mix_alpha: float | None = 0.5,
     shuffle_p: float = 0.2,
-    criterion: Callable[[list[Tensor], Tensor], Tensor] = depth_loss,
+    criterion: Callable[[list[Tensor], Batch], Tensor] = _depth_criterion,
 ) -> TaskAugment:
     """The paper's task augmentation as a `Reptile(task_augment=...)` callable, for DepthNet-like models.
 
@@ -189,18 +193,19 @@ def make_task_augment(
     computed without gradient: it is a source of perturbation, not something to fit. Defaults:
     Beta(0.5, 0.5) is MetaMix's choice for its regression (pose) benchmark; shuffle_p=0.2 is close to
     MetaMix's one-of-six concept groups. `mix_alpha=None` / `shuffle_p=0` switch either part off.
-    The model must provide `encode(rgb) -> list[Tensor]` and `forward(rgb, bottleneck_fn=...)`.
+    The model must provide `encode(rgb) -> list[Tensor]` and `forward(rgb, bottleneck_fn=...)`;
+    `criterion(preds, batch)` is the training loss against the (mixed) batch, the same one the inner steps use.
     """
 
     def task_augment(model: nn.Module, batch: Batch, partner: Batch, generator: torch.Generator) -> Tensor:
         mixed = mixup(batch, partner, mix_alpha, generator) if mix_alpha else batch
         if shuffle_p <= 0:
-            return criterion(model(mixed["rgb"]), mixed["depth"])
+            return criterion(model(mixed["rgb"]), mixed)
         with torch.no_grad():
             partner_bottleneck = model.encode(partner["rgb"])[-1]
         preds = model(
             mixed["rgb"], bottleneck_fn=lambda f: channel_shuffle(f, partner_bottleneck, shuffle_p, generator)
         )
-        return criterion(preds, mixed["depth"])
+        return criterion(preds, mixed)
 
     return task_augment

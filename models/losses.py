@@ -8,11 +8,10 @@ coarser scale. Choices the paper leaves open, made here:
   in m^2 whatever the number of scales.
 * Smoothness is computed at each scale's own resolution and summed over scales with weights
   `smooth_weight / scale_decay**s`, as in the paper's released `SmoothLoss`.
-* Smoothness acts on depth divided by its per-image mean, so it is scale invariant: the same room shape
-  costs the same at 2 m and at 8 m, and its balance against the MSE does not drift with scene depth.
-* With an `image`, the second derivatives are down-weighted by exp(-|image gradient|) (edge-aware, as in
-  monodepth2) so depth discontinuities at object boundaries are not smoothed away; without one it is the
-  paper's plain version.
+* `smoothness="plain"` (the default, the paper's): mean |second derivatives| of the predicted depth map itself.
+  `smoothness="edge_aware"` (an option): of depth divided by its per-image mean (scale invariant), with the
+  second derivatives down-weighted by exp(-|image gradient|) as in monodepth2, so object boundaries are not
+  smoothed away. One choice holds for every term of a training run (inner steps and task augmentation alike).
 """
 
 from __future__ import annotations
@@ -39,23 +38,27 @@ def _mean(t: Tensor) -> Tensor:
     return t.mean() if t.numel() else t.sum()
 
 
-def second_order_smoothness(depth: Tensor, image: Tensor | None = None, eps: float = 1e-7) -> Tensor:
-    """Mean |second derivatives| of mean-normalised depth (B, 1, H, W); zero for any planar ramp.
-
-    Second order (not first order) so slanted planes such as floors and walls seen at an angle, the
-    dominant indoor structure, are not penalised. Terms follow the paper's SmoothLoss: d2/dx2, d2/dy2 and
-    both orders of the mixed derivative.
-    """
-    depth = depth / depth.mean(dim=(1, 2, 3), keepdim=True).clamp_min(eps)
+def _second_differences(depth: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """d2/dx2, d2/dxdy, d2/dydx, d2/dy2 as in the paper's SmoothLoss."""
     dx = depth[..., :, 1:] - depth[..., :, :-1]
     dy = depth[..., 1:, :] - depth[..., :-1, :]
-    dxx = dx[..., :, 1:] - dx[..., :, :-1]
-    dxy = dx[..., 1:, :] - dx[..., :-1, :]
-    dyx = dy[..., :, 1:] - dy[..., :, :-1]
-    dyy = dy[..., 1:, :] - dy[..., :-1, :]
-    if image is None:
-        return _mean(dxx.abs()) + _mean(dxy.abs()) + _mean(dyx.abs()) + _mean(dyy.abs())
+    return (dx[..., :, 1:] - dx[..., :, :-1], dx[..., 1:, :] - dx[..., :-1, :],
+            dy[..., :, 1:] - dy[..., :, :-1], dy[..., 1:, :] - dy[..., :-1, :])
 
+
+def second_order_smoothness(depth: Tensor) -> Tensor:
+    """The paper's term: mean |second derivatives| of the depth map (B, 1, H, W); zero for any planar ramp.
+
+    Second order (not first order) so slanted planes such as floors and walls seen at an angle, the
+    dominant indoor structure, are not penalised.
+    """
+    return sum(_mean(d.abs()) for d in _second_differences(depth))
+
+
+def edge_aware_smoothness(depth: Tensor, image: Tensor, eps: float = 1e-7) -> Tensor:
+    """Second-order smoothness of mean-normalised depth, discounted at image edges (an option, not the paper's)."""
+    depth = depth / depth.mean(dim=(1, 2, 3), keepdim=True).clamp_min(eps)
+    dxx, dxy, dyx, dyy = _second_differences(depth)
     if image.shape[-2:] != depth.shape[-2:]:
         image = F.interpolate(image, size=depth.shape[-2:], mode="area")
     ix = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True)
@@ -74,23 +77,24 @@ def depth_loss_terms(
     smooth_weight: float = 1e-3,
     scale_decay: float = 2.3,
     image: Tensor | None = None,
+    smoothness: str = "plain",
 ) -> dict[str, Tensor]:
     """Loss and its parts (for logging); `preds[i]` gets smoothness weight smooth_weight / scale_decay**i.
 
     Decay follows list position (like the paper's SmoothLoss), which equals the scale for DepthNet's
-    default scales (0, 1, 2, 3).
+    default scales (0, 1, 2, 3). `smoothness="edge_aware"` needs the `image`.
     """
+    if smoothness not in ("plain", "edge_aware"):
+        raise ValueError(f"smoothness must be 'plain' or 'edge_aware', got {smoothness!r}")
+    if smoothness == "edge_aware" and image is None:
+        raise ValueError("edge_aware smoothness needs the image")
     mse = torch.stack([masked_mse(p, gt) for p in preds]).mean()
-    smooth = sum(second_order_smoothness(p, image) / scale_decay**i for i, p in enumerate(preds))
+    term = second_order_smoothness if smoothness == "plain" else lambda p: edge_aware_smoothness(p, image)
+    smooth = sum(term(p) / scale_decay**i for i, p in enumerate(preds))
     return {"loss": mse + smooth_weight * smooth, "mse": mse, "smooth": smooth}
 
 
-def depth_loss(
-    preds: list[Tensor],
-    gt: Tensor,
-    smooth_weight: float = 1e-3,
-    scale_decay: float = 2.3,
-    image: Tensor | None = None,
-) -> Tensor:
+def depth_loss(preds: list[Tensor], gt: Tensor, smooth_weight: float = 1e-3, scale_decay: float = 2.3,
+               image: Tensor | None = None, smoothness: str = "plain") -> Tensor:
     """Scalar training loss: scale-averaged masked MSE + smooth_weight * decayed multi-scale smoothness."""
-    return depth_loss_terms(preds, gt, smooth_weight, scale_decay, image)["loss"]
+    return depth_loss_terms(preds, gt, smooth_weight, scale_decay, image, smoothness)["loss"]

@@ -13,8 +13,8 @@ outer_lr of the way towards the mean adapted weights).
 Differences from the paper's published snippet, which are bugs there and the spec here:
 * the inner loop trains on the SAME task batch for all steps (the snippet drew a new batch per step,
   which makes Reptile plain SGD with a lookahead, not adaptation to a task);
-* gradient clipping happens after each backward (the snippet clipped once before any gradient existed,
-  a no-op);
+* gradient clipping, when asked for, happens after each backward (the snippet clipped once before any
+  gradient existed, a no-op; `clip="value"` with 1.0 is what it meant to do);
 * no deepcopy per task and no optimizer state shared across tasks: one inner model is allocated once
   and meta weights are copied into it in place, and the inner optimizer is plain stateless SGD;
 * BatchNorm running statistics learnt in the inner loop are carried back into the meta model.
@@ -22,6 +22,7 @@ Differences from the paper's published snippet, which are bugs there and the spe
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -67,11 +68,13 @@ class Reptile:
         outer_optimizer: str = "sgd",
         outer_lr_final: float | None = None,
         total_steps: int | None = None,
-        clip_grad_norm: float | None = None,
+        clip: str = "none",
+        clip_max: float = 1.0,
         inner_augment: InnerAugment | None = None,
         task_augment: TaskAugment | None = None,
         generator: torch.Generator | None = None,
         skip_nonfinite: bool = False,
+        forward_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     ):
         if inner_steps < 1:
             raise ValueError(f"inner_steps must be >= 1, got {inner_steps}")
@@ -84,13 +87,17 @@ class Reptile:
         self.outer_lr = outer_lr
         self.outer_lr_final = outer_lr_final
         self.total_steps = total_steps
-        self.clip_grad_norm = clip_grad_norm
+        if clip not in ("none", "value", "norm"):
+            raise ValueError(f"clip must be 'none', 'value' or 'norm', got {clip!r}")
+        self.clip, self.clip_max = clip, clip_max
         self.inner_augment = inner_augment
         self.task_augment = task_augment
         if generator is None:
             # Follows torch.manual_seed, so a globally seeded run stays reproducible.
             generator = torch.Generator().manual_seed(torch.initial_seed())
         self.generator = generator
+        # Wraps every forward + loss (e.g. autocast); the updates themselves always run in float32.
+        self.forward_context = forward_context
         # A NaN/inf in any task's loss or delta would poison the mean delta: with this set the whole outer step
         # is skipped (weights, buffers and optimizer state untouched) and reported, instead of applied.
         self.skip_nonfinite = skip_nonfinite
@@ -129,52 +136,70 @@ class Reptile:
         frac = min(step / self.total_steps, 1.0)
         return (1.0 - frac) * self.outer_lr + frac * self.outer_lr_final
 
-    def _inner_update(self, loss: Tensor) -> None:
-        """One plain SGD step of the inner model on `loss`.
+    def _inner_update(self, loss: Tensor) -> Tensor:
+        """One plain SGD step of the inner model on `loss`; returns the gradient norm before clipping.
 
         Stateless SGD: nothing can leak from one task to the next. Clipping sits between backward and
         the update, the only place where it has a gradient to act on.
         """
         self.inner_model.zero_grad(set_to_none=True)
         loss.backward()
-        if self.clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.inner_params, self.clip_grad_norm)
+        params = [p for p in self.inner_params if p.grad is not None]
+        if not params:  # foreach ops reject empty lists
+            return torch.zeros(())
+        grads = [p.grad for p in params]
+        norm = torch.nn.utils.get_total_norm(grads)
         with torch.no_grad():
-            params = [p for p in self.inner_params if p.grad is not None]
-            if params:  # foreach ops reject empty lists
-                torch._foreach_add_(params, [p.grad for p in params], alpha=-self.inner_lr)
+            if self.clip == "norm":
+                torch.nn.utils.clip_grads_with_norm_(params, self.clip_max, norm)
+            elif self.clip == "value":
+                torch._foreach_clamp_min_(grads, -self.clip_max)
+                torch._foreach_clamp_max_(grads, self.clip_max)
+            torch._foreach_add_(params, grads, alpha=-self.inner_lr)
+        return norm.detach()
 
-    def _adapt(self, batch: Any, partner: Any | None) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Adapt the inner model to one task, starting from the meta weights.
+    def _adapt(self, task: Any, partner: Any | None,
+               generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+        """Adapt the inner model to one task, starting from the meta weights, drawing from `generator`.
 
-        Returns the losses of the first and last inner steps and the task-augmentation loss (or None).
+        `task` is one batch (every inner step trains on it, freshly augmented: the paper's text) or a list of
+        inner_steps batches (step i trains on batch i: the paper's released snippet). Returns the losses of the
+        first and last inner steps, the task-augmentation loss (or None) and the mean pre-clip gradient norm.
         """
+        batches = task if isinstance(task, list | tuple) else [task] * self.inner_steps
+        if len(batches) != self.inner_steps:
+            raise ValueError(f"a task of {len(batches)} batches for {self.inner_steps} inner steps")
         with torch.no_grad():
             torch._foreach_copy_(self.inner_state, self.meta_state)
-        losses = []
-        for _ in range(self.inner_steps):
-            # Fresh augmentation of the SAME task batch at every step.
-            inputs = batch if self.inner_augment is None else self.inner_augment(batch, self.generator)
-            loss = self.loss_fn(self.inner_model, inputs)
-            self._inner_update(loss)
+        losses, norms = [], []
+        for batch in batches:
+            inputs = batch if self.inner_augment is None else self.inner_augment(batch, generator)
+            with self.forward_context():
+                loss = self.loss_fn(self.inner_model, inputs)
+            norms.append(self._inner_update(loss))
             losses.append(loss.detach())
+        batch = batches[-1]
         aug_loss = None
         if self.task_augment is not None:
             # Our reading of the paper's task augmentation: after the L ordinary inner steps, one more
             # inner step on an augmented task built from this task and a partner task (mix-up of the
             # two, channel shuffle at the encoder bottleneck). It changes where the inner trajectory
             # ends, hence the Reptile direction, without changing the per-task inner loop itself.
-            loss = self.task_augment(self.inner_model, batch, partner, self.generator)
-            self._inner_update(loss)
+            with self.forward_context():
+                loss = self.task_augment(self.inner_model, batch, partner, generator)
+            norms.append(self._inner_update(loss))
             aug_loss = loss.detach()
-        return losses[0], losses[-1], aug_loss
+        return losses[0], losses[-1], aug_loss, torch.stack(norms).mean()
 
-    def meta_step(self, tasks: Sequence[Any], partners: Sequence[Any] | None = None) -> dict[str, float]:
+    def meta_step(self, tasks: Sequence[Any], partners: Sequence[Any] | None = None,
+                  generators: Sequence[torch.Generator] | None = None) -> dict[str, float]:
         """One outer update from `tasks` (each one mini-batch); returns mean losses and the step size.
 
         `partners[i]` is task i's partner for task augmentation; when omitted, task i is paired with task
-        i + 1 (cyclically), which needs at least two tasks. Under torch.distributed every rank passes its
-        own tasks and all ranks end with identical meta weights.
+        i + 1 (cyclically), which needs at least two tasks. `generators[i]` is task i's random stream for
+        its augmentations (default: all tasks draw in turn from the Reptile's own generator); a stream per
+        task makes a task's draws independent of which process runs it and of the tasks before it. Under
+        torch.distributed every rank passes its own tasks and all ranks end with identical meta weights.
         """
         if len(tasks) == 0:
             raise ValueError("meta_step needs at least one task")
@@ -184,6 +209,8 @@ class Reptile:
             partners = list(tasks[1:]) + [tasks[0]]
         if partners is not None and len(partners) != len(tasks):
             raise ValueError(f"got {len(partners)} partners for {len(tasks)} tasks")
+        if generators is not None and len(generators) != len(tasks):
+            raise ValueError(f"got {len(generators)} generators for {len(tasks)} tasks")
 
         if self.inner_params[0].device != self.meta_params[0].device:
             self.inner_model.to(self.meta_params[0].device)  # model was moved after construction
@@ -192,10 +219,11 @@ class Reptile:
         if self._buffer_sum:  # foreach ops reject empty lists
             torch._foreach_zero_(self._buffer_sum)
         zero = torch.zeros((), device=self.meta_params[0].device)
-        loss_first, loss_last, loss_aug = zero.clone(), zero.clone(), zero.clone()
+        loss_first, loss_last, loss_aug, grad_norm = zero.clone(), zero.clone(), zero.clone(), zero.clone()
 
         for i, batch in enumerate(tasks):
-            first, last, aug = self._adapt(batch, None if partners is None else partners[i])
+            first, last, aug, norm = self._adapt(batch, None if partners is None else partners[i],
+                                                 self.generator if generators is None else generators[i])
             with torch.no_grad():
                 # delta_sum += meta - inner, in place: the inner weights are overwritten by the next
                 # task's copy anyway, and avoiding a model-sized temporary per task matters on CPU.
@@ -208,8 +236,10 @@ class Reptile:
             loss_last += last.to(zero)
             if aug is not None:
                 loss_aug += aug.to(zero)
+            grad_norm += norm.to(zero)
 
-        totals = torch.stack([torch.tensor(float(len(tasks)), device=zero.device), loss_first, loss_last, loss_aug])
+        totals = torch.stack([torch.tensor(float(len(tasks)), device=zero.device), loss_first, loss_last, loss_aug,
+                              grad_norm])
         if _distributed():
             _all_reduce_sum_(self._delta_sum + self._buffer_sum + [totals])
         num_tasks = totals[0]
@@ -242,6 +272,7 @@ class Reptile:
             "loss_last": (totals[2] / num_tasks).item(),
             "outer_lr": lr,
             "update_norm": update_norm.item(),
+            "grad_norm": (totals[4] / num_tasks).item(),  # mean inner gradient norm before clipping
             "num_tasks": int(num_tasks.item()),
         }
         if self.task_augment is not None:

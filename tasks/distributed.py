@@ -1,14 +1,7 @@
-"""Training beyond one process: the torchrun launcher, the worker entry point and the rank-aware data stream.
+"""Training beyond one process: process-group facts, the rank-aware data stream and the ranks' agreement.
 
-`run_meta_init` and `run_finetune` keep one signature whatever the process count. Called in a plain process with
-`runtime.nproc_per_node > 1`, they hand over to `launch`, which starts
-
-    python -m torch.distributed.run --standalone --nproc-per-node N -m tasks.distributed <stage> <arg> <root>
-
-and waits for it; each worker (`main` below) joins the process group and calls the same stage function, which then
-sees `torch.distributed` initialised and runs its distributed branch. Rank 0 writes every file (checkpoint, curve,
-resume snapshot); all ranks read. The parent afterwards logs the curve rank 0 wrote into its tracker, so MLflow shows
-the same per-step losses as a single-process run.
+The stage functions run unchanged in one process or in each torchrun worker (tasks/launch.py starts those); they
+only ask here which rank they are. Rank 0 writes every file (checkpoint, curve, resume snapshot); all ranks read.
 
 How the work is split (the point of this module is that it is explicit):
 
@@ -31,19 +24,10 @@ How the work is split (the point of this module is that it is explicit):
 
 from __future__ import annotations
 
-import argparse
-import csv
 import hashlib
 import itertools
-import json
 import os
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +37,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from tasks.io import MetadepthError
-from tasks.params import Params, load_params
 
-STAGES = ("meta_init", "finetune")
-ERROR_MARK = "METADEPTH_ERROR: "  # a worker's MetadepthError, re-raised by the parent as its own one-line error
 DUMP_ENV = "METADEPTH_DUMP_RANK_WEIGHTS"  # tests: a folder where every rank saves its final weights
-LAUNCHER_ENV = "METADEPTH_LAUNCHER_PID"  # the process that started torchrun; workers stop when it is gone
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -74,16 +54,6 @@ def rank_and_world() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
 
 
-def is_main_rank() -> bool:
-    """The one process that writes files and logs: rank 0, or the only process."""
-    return rank_and_world()[0] == 0
-
-
-def needs_launch(params: Params) -> bool:
-    """True in a plain process asked for several: the stage must go through torchrun instead of running here."""
-    return params.runtime.nproc_per_node > 1 and not is_distributed()
-
-
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
@@ -96,15 +66,6 @@ def mean_across_ranks(value: torch.Tensor) -> float:
     buf = value.detach().float().reshape(1).clone()
     dist.all_reduce(buf, op=dist.ReduceOp.SUM)
     return (buf / dist.get_world_size()).item()
-
-
-def cpu_threads_per_worker(workers: int) -> int:
-    """CPU threads each worker may use without oversubscribing the machine (1 per worker on 2 cores, 2 workers)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // workers)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -164,20 +125,23 @@ def batches_at(dataset: Dataset, batch_size: int, seed: int, positions: Iterable
                            multiprocessing_context=multiprocessing_context if num_workers else None))
 
 
-def meta_positions(start_step: int, tasks_per_rank: int, rank: int, world: int, partners: bool) -> Iterator[int]:
+def meta_positions(start_step: int, tasks_per_rank: int, rank: int, world: int, partners: bool,
+                   batches_per_task: int = 1) -> Iterator[int]:
     """Stream positions of rank's tasks (then, with `partners`, their partner tasks) for steps start_step, ...
 
-    Step s owns G*m positions from s*G*m (G = tasks_per_rank * world, m = 2 with partners): tasks first, then
-    partners, in global task order; rank r's share is tasks r*T .. r*T+T-1 and the partners at the same offsets.
+    Step s owns G*(k+p) positions from s*G*(k+p) (G = tasks_per_rank * world, k = batches_per_task, p = 1 with
+    partners): the tasks' batches first (task j: k consecutive positions), then one partner per task, in global
+    task order; rank r's share is tasks r*T .. r*T+T-1 and the partners at the same offsets.
     """
-    t = tasks_per_rank
+    t, k = tasks_per_rank, batches_per_task
     g = t * world
-    per_step = g * (2 if partners else 1)
+    per_step = g * (k + (1 if partners else 0))
     for step in itertools.count(start_step):
-        first = step * per_step + rank * t
-        yield from range(first, first + t)
+        first = step * per_step + rank * t * k
+        yield from range(first, first + t * k)
         if partners:
-            yield from range(first + g, first + g + t)
+            partner = step * per_step + g * k + rank * t
+            yield from range(partner, partner + t)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -214,175 +178,3 @@ def check_ranks_agree(model: torch.nn.Module, what: str) -> list[str]:
         raise MetadepthError(f"{what}: the {world} ranks ended with different weights; a rank diverged (see "
                              "tasks/distributed.py); re-run with runtime.nproc_per_node 1 to compare")
     return digests
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The parent side: launch torchrun, stream its output, take over its result
-
-
-def log_curve(tracker: Any, curve: Path, names: dict[str, str]) -> None:
-    """Log the per-step curve rank 0 wrote (columns renamed by `names`) into the parent's tracker."""
-    if not curve.is_file():
-        return
-    with open(curve, newline="") as f:
-        for row in csv.DictReader(f):
-            metrics = {names[k]: float(v) for k, v in row.items() if k in names and v not in ("", None)}
-            if metrics:
-                tracker.log_metrics(metrics, int(float(row["step"])))
-
-
-def _check_devices(params: Params) -> None:
-    n = params.runtime.nproc_per_node
-    if not dist.is_available():
-        raise MetadepthError(f"runtime.nproc_per_node {n}: this torch build has no torch.distributed; set it to 1")
-    wants_cuda = params.runtime.device == "cuda" or (params.runtime.device == "auto" and torch.cuda.is_available())
-    if wants_cuda and n > torch.cuda.device_count():
-        raise MetadepthError(f"runtime.nproc_per_node {n} exceeds the {torch.cuda.device_count()} visible GPUs; "
-                             "lower it (one process per GPU)")
-
-
-def launch(params: Params, root: Path, stage: str, arg: str, seed: int, tracker: Any, curve: Path,
-           metric_names: dict[str, str]) -> dict[str, Any]:
-    """Run `stage arg` under torchrun with runtime.nproc_per_node processes; returns rank 0's result.
-
-    The workers get these exact params (as a file), not root/params.yaml, so a caller's in-memory params win.
-    Their output is printed line by line as it comes (Prefect's log_prints and DVC logs see it).
-    """
-    if stage not in STAGES:
-        raise MetadepthError(f"stage {stage!r} cannot run under torchrun; only {', '.join(STAGES)} can")
-    _check_devices(params)
-    n = params.runtime.nproc_per_node
-    code_root = str(Path(__file__).resolve().parents[1])  # the checkout holding tasks/, models/
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCHER_ENV: str(os.getpid()),
-           "PYTHONPATH": os.pathsep.join(p for p in (code_root, os.environ.get("PYTHONPATH")) if p),
-           "OMP_NUM_THREADS": str(params.runtime.num_threads or cpu_threads_per_worker(n))}
-    with tempfile.TemporaryDirectory(prefix="metadepth-torchrun-") as tmp:
-        params_file, result_file = Path(tmp) / "params.json", Path(tmp) / "result.json"
-        params_file.write_text(json.dumps(params.model_dump(mode="json")))
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
-               "-m", "tasks.distributed", stage, arg, str(Path(root).resolve()), "--seed", str(seed),
-               "--params", str(params_file), "--result", str(result_file)]
-        print(f"{stage} {arg}: launching {n} processes with torchrun", flush=True)
-        errors: list[str] = []
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                print(line, end="", flush=True)
-                if ERROR_MARK in line:
-                    errors.append(line.split(ERROR_MARK, 1)[1].strip())
-            code = proc.wait()
-        finally:
-            if proc.poll() is None:  # interrupted: torchrun forwards the signal to its workers
-                proc.terminate()
-                proc.wait()
-        if code != 0:
-            raise MetadepthError(errors[0] if errors else f"{stage} {arg}: torchrun with {n} processes failed "
-                                 f"(exit code {code}); see the worker output above, or set runtime.nproc_per_node 1")
-        if not result_file.is_file():
-            raise MetadepthError(f"{stage} {arg}: torchrun ended without rank 0's result; see the output above")
-        result = json.loads(result_file.read_text())
-    log_curve(tracker, curve, metric_names)
-    return result
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The worker side
-
-
-def init_worker(params: Params) -> torch.device:
-    """Join the process group torchrun set up; pin this worker to its GPU or to its share of the CPU cores."""
-    from tasks.common import select_device
-
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = select_device(params)  # also applies runtime.num_threads
-    backend = params.runtime.dist_backend
-    if backend == "auto":
-        backend = "nccl" if device.type == "cuda" else "gloo"
-    if backend == "nccl" and device.type != "cuda":
-        raise MetadepthError("runtime.dist_backend: nccl needs GPUs; use auto or gloo on CPU")
-    if device.type == "cuda":
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-        dist.init_process_group(backend, device_id=device)
-    else:
-        if not params.runtime.num_threads:
-            torch.set_num_threads(cpu_threads_per_worker(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-        dist.init_process_group(backend)
-    return device
-
-
-def stop_with_launcher(pid: int, every_s: float = 1.0) -> None:
-    """Exit this worker soon after the launching process dies.
-
-    A launcher killed with SIGKILL cannot pass the signal on, and the workers would finish (and write) a stage
-    nobody waits for, racing the re-run that follows. Whatever they leave is safe to resume from: every file is
-    written atomically.
-    """
-
-    def watch() -> None:
-        while True:
-            time.sleep(every_s)
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                print(f"rank {rank_and_world()[0]}: the launcher (pid {pid}) is gone; stopping", flush=True)
-                os._exit(1)
-            except PermissionError:  # exists, owned by someone else: not ours to judge
-                pass
-
-    threading.Thread(target=watch, name="stop-with-launcher", daemon=True).start()
-
-
-def training_device(params: Params) -> torch.device:
-    """The device a training stage uses: runtime.device, and under torchrun on GPU this worker's own GPU."""
-    from tasks.common import select_device
-
-    device = select_device(params)
-    if device.type == "cuda" and is_distributed():
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
-def _stage_runner(stage: str) -> Callable[..., dict[str, Any]]:
-    if stage == "meta_init":
-        from tasks.meta_init import run_meta_init
-
-        return run_meta_init
-    from tasks.finetune import run_finetune
-
-    return run_finetune
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Worker entry point (`torchrun ... -m tasks.distributed STAGE ARG ROOT`)."""
-    parser = argparse.ArgumentParser(prog="python -m tasks.distributed", description="one torchrun worker")
-    parser.add_argument("stage", choices=STAGES)
-    parser.add_argument("arg", help="meta variant or finetune run name")
-    parser.add_argument("root", type=Path, help="project root")
-    parser.add_argument("--seed", type=int, help="training seed (default the first of params seeds)")
-    parser.add_argument("--params", type=Path, help="params file (default ROOT/params.yaml)")
-    parser.add_argument("--result", type=Path, help="where rank 0 writes the stage's result as JSON")
-    args = parser.parse_args(argv)
-    # DDP warns once per rank when a gradient's strides differ from its bucket's; for weights with a size-1
-    # dimension (depthwise convolutions) both layouts are the same memory, so the warning is noise here.
-    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    if os.environ.get(LAUNCHER_ENV):
-        stop_with_launcher(int(os.environ[LAUNCHER_ENV]))
-    try:
-        params = load_params(args.params or args.root / "params.yaml")
-        init_worker(params)
-        try:
-            result = _stage_runner(args.stage)(params, args.root, args.arg, seed=args.seed)
-            if is_main_rank() and args.result:
-                args.result.write_text(json.dumps(result))
-        finally:
-            dist.destroy_process_group()
-    except MetadepthError as err:
-        print(f"{ERROR_MARK}{err}", file=sys.stderr, flush=True)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,14 +8,15 @@ encoder weights file (the paper's ImageNet initialisation); nothing is ever down
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from tasks.common import build_model, paths, save_checkpoint, seed_everything, training_seed
+from tasks.checkpoints import build_model, save_checkpoint
 from tasks.io import MetadepthError, require_file
+from tasks.layout import Layout, training_seed
 from tasks.params import Params
+from tasks.training import TrainingResult, seed_everything
 
 
-def run_init(params: Params, root: Path, kind: str, seed: int | None = None) -> dict[str, Any]:
+def run_init(params: Params, root: Path, kind: str, seed: int | None = None) -> TrainingResult:
     if kind not in params.init.kinds:
         raise MetadepthError(f"init kind {kind!r} is not in init.kinds {params.init.kinds}")
     pretrained = None
@@ -28,9 +29,10 @@ def run_init(params: Params, root: Path, kind: str, seed: int | None = None) -> 
         model = build_model(params.model.model_dump(), pretrained_path=pretrained)
     except (RuntimeError, FileNotFoundError) as err:
         raise MetadepthError(f"init.pretrained_path: {err}") from None
-    out = paths(root, seed)["checkpoints"] / f"{kind}.pt"
+    out = Layout(root, seed).checkpoint(kind)
     # Stored model params never name the weights file: the weights are in the checkpoint, and a rebuild on
     # another machine must not look for the file.
     save_checkpoint(out, model, params.model.model_dump(), step=0, data_hash="",
                     info={"stage": "init", "kind": kind, "seed": seed})
-    return {"checkpoint": str(out.relative_to(root)), "parameters": sum(p.numel() for p in model.parameters())}
+    return TrainingResult(checkpoint=str(out.relative_to(root)), steps=0,
+                          final={"parameters": sum(p.numel() for p in model.parameters())})

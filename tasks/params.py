@@ -97,6 +97,9 @@ class InitParams(_Strict):
 class LossParams(_Strict):
     smooth_weight: float = Field(ge=0)  # paper: 0.001
     scale_decay: float = Field(gt=0)  # paper: smoothness weight divided by 2.3 per scale
+    # plain: the paper's second-order term on the depth map; edge_aware: on mean-normalised depth, discounted at
+    # image edges (monodepth2-style). Used by every loss term of every training stage.
+    smoothness: Literal["plain", "edge_aware"] = "plain"
 
 
 class AugmentParams(_Strict):
@@ -124,14 +127,33 @@ class MetaSettings(_Strict):
     inner_lr: float = Field(gt=0)  # paper: 1e-3
     outer_lr: float = Field(gt=0)  # paper: 0.1
     outer_optimizer: Literal["sgd", "adam"]
-    clip_grad_norm: float | None = Field(default=None, gt=0)
+    # Inner-step gradient clipping: none (default, by measurement: docs/findings.md), value (each entry to
+    # [-clip_max, clip_max], what the paper's snippet meant) or norm (the global norm to clip_max).
+    clip: Literal["none", "value", "norm"] = "none"
+    clip_max: float = Field(default=1.0, gt=0)
+    # same: every inner step trains on the task's one batch, freshly augmented (the paper's text); fresh: a new
+    # batch at every inner step (the paper's released snippet).
+    inner_batches: Literal["same", "fresh"] = "same"
     skip_nonfinite_steps: bool = False  # NaN/inf in a meta step: skip that step (logged) instead of stopping
     online_augment: bool  # fresh colour jitter + flip at every inner step
     task_augment: TaskAugmentParams
     log_every: int = Field(ge=1)
+    val_every: int = Field(default=50, ge=1)  # steps between validation losses in the curve
+
+    @property
+    def steps_per_task(self) -> int:
+        """Gradient steps one task takes: the inner steps, plus the task-augmentation step."""
+        return self.inner_steps + (1 if self.task_augment.mixup or self.task_augment.channel_shuffle else 0)
+
+    def gradient_steps(self, processes: int = 1) -> int:
+        """The stage's budget in gradient steps (each on a batch of batch_size): what `sup` is matched to."""
+        return self.steps * self.tasks_per_step * processes * self.steps_per_task
 
 
 class MetaParams(MetaSettings):
+    # The checkpoint meta-learning (and `sup`) starts from: an init kind (scratch, pretrained). One for every
+    # variant, so dvc.yaml can name the dependency.
+    start: str = "scratch"
     # Meta-initialisations to learn: name -> overrides of the settings above. 'meta' with no overrides is the
     # paper's setting; extra entries are the ablations (e.g. meta_no_task_aug: {task_augment: {mixup: false}}).
     variants: dict[str, dict[str, Any]] = Field(min_length=1)
@@ -144,8 +166,9 @@ class MetaParams(MetaSettings):
         for name, overrides in v.items():
             if not re.match(r"^meta[a-z0-9_]*$", name):
                 raise ValueError(f"variant name {name!r} must start with 'meta' and use [a-z0-9_]")
-            if "variants" in (overrides or {}):
-                raise ValueError(f"variant {name!r} cannot override 'variants'")
+            for key in ("variants", "start"):
+                if key in (overrides or {}):
+                    raise ValueError(f"variant {name!r} cannot override '{key}'")
         return v
 
     @model_validator(mode="after")
@@ -163,7 +186,7 @@ class MetaParams(MetaSettings):
         if name not in self.variants:
             raise MetadepthError(f"meta.variants has no {name!r}; known: {sorted(self.variants)}")
         try:
-            base = self.model_dump(exclude={"variants"})
+            base = self.model_dump(exclude={"variants", "start"})
             return MetaSettings.model_validate(merge(base, self.variants[name] or {}))
         except ValidationError as err:
             raise ValueError(_format_error(err, f"variants.{name}")) from None
@@ -181,6 +204,7 @@ class FinetuneParams(_Strict):
     clip_grad_norm: float | None = Field(default=None, gt=0)
     online_augment: bool
     log_every: int = Field(ge=1)
+    val_every: int = Field(default=50, ge=1)  # steps between validation losses in the curve
 
     @field_validator("inits")
     @classmethod
@@ -200,7 +224,6 @@ class ProtocolParams(_Strict):
     min_depth: float = Field(gt=0)  # evaluation caps (standard protocol: 1e-3 .. 10 m indoors)
     max_depth: float = Field(gt=0)
     crop: Literal["none", "eigen"]  # eigen: the NYUv2 Eigen crop
-    align: Literal["none", "median", "scale_shift"]  # none = metric depth (the paper's zero-shot protocol)
 
     @model_validator(mode="after")
     def _caps(self) -> ProtocolParams:
@@ -210,9 +233,12 @@ class ProtocolParams(_Strict):
 
 
 class EvaluateParams(ProtocolParams):
-    models: list[str] = Field(min_length=1)  # checkpoint names under data/checkpoints evaluated on every domain
+    models: list[str] = Field(min_length=1)  # checkpoint names under data/checkpoints (and 'constant')
+    # Protocols, each in every metrics file: name -> per-image alignment (none = metric depth, median = per-image
+    # median scaling, scale_shift = least-squares scale and shift).
+    protocols: dict[str, Literal["none", "median", "scale_shift"]] = Field(min_length=1)
     batch_size: int = Field(ge=1)
-    # Per-dataset protocol: dataset -> any of min_depth/max_depth/crop/align, e.g. nyuv2: {crop: eigen}
+    # Per-dataset protocol: dataset -> any of min_depth/max_depth/crop, e.g. nyuv2: {crop: eigen}
     per_dataset: dict[str, dict[str, Any]] = {}
 
     @model_validator(mode="after")
@@ -292,12 +318,14 @@ class Params(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:
-        starts = set(self.init.kinds) | set(self.meta.variants)
+        if self.meta.start not in self.init.kinds:
+            raise ValueError(f"meta.start: {self.meta.start!r} is not in init.kinds {self.init.kinds}")
+        starts = set(self.init.kinds) | set(self.meta.variants) | {"sup"}
         for source in self.finetune.inits:
             if source not in starts:
                 raise ValueError(f"finetune.inits: {source!r} is not produced by the pipeline; use one of "
-                                 f"{sorted(starts)} (init.kinds, meta.variants)")
-        known = starts | {f"ft_{name}" for name in self.finetune.inits}
+                                 f"{sorted(starts)} (init.kinds, meta.variants, sup)")
+        known = starts | {f"ft_{name}" for name in self.finetune.inits} | {"constant"}
         for model in self.evaluate.models:
             if model not in known:
                 raise ValueError(f"evaluate.models: {model!r} is not produced by the pipeline (known: {sorted(known)})")

@@ -21,8 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from tasks.common import model_from_checkpoint
-from tasks.evaluate import predict_full_res
+from tasks.checkpoints import model_from_checkpoint
 from tasks.io import MetadepthError, atomic_write
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -226,7 +225,7 @@ def _batches(found: FoundImages, batch_size: int, max_side: int | None,
 def predict_batch(model: torch.nn.Module, images: list[np.ndarray], device: torch.device) -> np.ndarray:
     """(B, h, w) float32 metres for same-size (h, w, 3) float images in [0, 1]: the network's scale-0 output."""
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous().to(device)
-    return predict_full_res(model, x)[:, 0].float().cpu().numpy()
+    return model(x)[0][:, 0].float().cpu().numpy()  # scale 0 is at input resolution
 
 
 def _write_outputs(item: _Item, depth: np.ndarray, out_dir: Path, *, ply: bool, ply_ascii: bool,

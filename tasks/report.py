@@ -32,9 +32,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from tasks.common import model_from_checkpoint, paths  # noqa: E402
-from tasks.evaluate import predict_full_res  # noqa: E402
+from tasks.checkpoints import model_from_checkpoint  # noqa: E402
 from tasks.io import MetadepthError, atomic_write  # noqa: E402
+from tasks.layout import Layout  # noqa: E402
 from tasks.params import Params  # noqa: E402
 from tasks.preprocess.shards import ShardDataset, shard_path  # noqa: E402
 
@@ -166,11 +166,12 @@ def load_metrics(params: Params, root: Path) -> Runs:
     for model in params.evaluate.models:
         for dataset in params.data.domains:
             for seed in params.seeds:
-                path = paths(root, seed)["metrics"] / f"{model}__{dataset}.json"
+                path = Layout(root, seed).metrics / f"{model}__{dataset}.json"
                 if not path.is_file():
-                    raise MetadepthError(f"{path}: metrics file missing; run "
-                                         f"`metadepth stage evaluate {model} {dataset} {seed}`")
-                out.setdefault(model, {}).setdefault(dataset, []).append(json.loads(path.read_text()))
+                    raise MetadepthError(f"{path}: metrics file missing; run `metadepth stage evaluate`")
+                record = json.loads(path.read_text())
+                first = record["protocols"][next(iter(record["protocols"]))]  # the first protocol's view
+                out.setdefault(model, {}).setdefault(dataset, []).append({**record, **first})
     return out
 
 
@@ -268,7 +269,7 @@ def plot_curves(params: Params, root: Path, out: Path) -> list[str]:
         for col, text in columns.items():
             color = next(colors)
             for i, seed in enumerate(params.seeds):
-                f = paths(root, seed)["curves"] / f"{name}.csv"
+                f = Layout(root, seed).curves / f"{name}.csv"
                 if f.is_file():
                     df = pd.read_csv(f)
                     if col in df:
@@ -332,19 +333,20 @@ def plot_qualitative(params: Params, root: Path, out: Path) -> list[str]:
     Depth panels share one colour scale (0 to the evaluation cap) and error panels another, so columns compare
     directly; invalid ground truth (0) is blank in the GT and error panels.
     """
-    p = paths(root, params.seeds[0])  # the first training seed's models
+    layout = Layout(root, params.seeds[0])  # the first training seed's models
     models = [m for m in params.evaluate.models if m.startswith("ft_")] or list(params.evaluate.models)
     base = params.report.baseline
     models = sorted(models, key=lambda m: m != base)  # baseline first, the way the table reads
-    nets = {m: model_from_checkpoint(p["checkpoints"] / f"{m}.pt")[0].eval() for m in models}
+    nets = {m: model_from_checkpoint(layout.checkpoint(m))[0].eval() for m in models}
     k = params.report.qualitative_samples
     rows = []
     for ds in params.data.domains:
-        data = ShardDataset(shard_path(p["prepared"] / ds, "test"))
+        data = ShardDataset(shard_path(layout.prepared / ds, "test"))
         idx = np.linspace(0, len(data) - 1, min(k, len(data))).round().astype(int)
         rgb = torch.stack([data[int(i)]["rgb"] for i in idx])
         gt = torch.stack([data[int(i)]["depth"] for i in idx])[:, 0].numpy()
-        preds = {m: predict_full_res(net, rgb)[:, 0].numpy() for m, net in nets.items()}
+        with torch.no_grad():  # scale 0 is at input resolution
+            preds = {m: net(rgb)[0][:, 0].numpy() for m, net in nets.items()}
         for j in range(len(idx)):
             rows.append((ds, rgb[j].permute(1, 2, 0).numpy(), gt[j], {m: v[j] for m, v in preds.items()}))
     vmax = params.evaluate.max_depth
@@ -564,7 +566,7 @@ def run_report(params: Params, root: Path) -> dict[str, Any]:
     runs = load_metrics(params, root)
     summary = summarise(params, mean_over_seeds(runs))
     stats = seed_statistics(params, runs)
-    reports = paths(root)["reports"]
+    reports = Layout(root).reports
     figures = reports / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     rel = {"curves": "figures/loss_curves.png", "qualitative": "figures/qualitative.png",

@@ -9,12 +9,13 @@ import pytest
 import torch
 from tiny_project import ROOT, tiny_params
 
-from tasks.common import amp_dtype, load_checkpoint, memory_format, precision_context
+from tasks.checkpoints import load_checkpoint
 from tasks.finetune import run_finetune
 from tasks.initialize import run_init
 from tasks.meta_init import run_meta_init
 from tasks.params import load_params
 from tasks.preprocess.prepare import prepare
+from tasks.runtime import Runtime
 
 CPU = torch.device("cpu")
 
@@ -24,22 +25,26 @@ def with_runtime(**runtime):
     return params.model_copy(update={"runtime": params.runtime.model_copy(update=runtime)})
 
 
+def runtime(**settings) -> Runtime:
+    return Runtime.from_params(with_runtime(device="cpu", **settings).runtime)
+
+
 def test_auto_is_off_on_cpu():
-    params = with_runtime(amp="auto", channels_last="auto")
-    assert amp_dtype(params, CPU) is None
-    assert isinstance(precision_context(params, CPU), contextlib.nullcontext)
-    assert memory_format(params, CPU) is torch.contiguous_format
+    rt = runtime(amp="auto", channels_last="auto")
+    assert rt.amp_dtype is None
+    assert isinstance(rt.autocast(), contextlib.nullcontext)
+    assert rt.memory_format is torch.contiguous_format
 
 
 def test_forced_settings_apply_on_cpu():
-    params = with_runtime(amp="bf16", channels_last="on")
-    assert amp_dtype(params, CPU) is torch.bfloat16
-    with precision_context(params, CPU):
+    rt = runtime(amp="bf16", channels_last="on")
+    assert rt.amp_dtype is torch.bfloat16
+    with rt.autocast():
         assert torch.is_autocast_enabled("cpu")
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype is torch.bfloat16
-    assert memory_format(params, CPU) is torch.channels_last
-    assert amp_dtype(with_runtime(amp="off"), CPU) is None
-    assert memory_format(with_runtime(channels_last="off"), CPU) is torch.contiguous_format
+    assert rt.memory_format is torch.channels_last
+    assert runtime(amp="off").amp_dtype is None
+    assert runtime(channels_last="off").memory_format is torch.contiguous_format
 
 
 @pytest.fixture
@@ -54,12 +59,12 @@ def test_bf16_channels_last_training_on_cpu_is_finite(tmp_path, restore_threads)
     (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     tiny_params(root / "params.yaml", runtime={"num_threads": 1, "amp": "bf16", "channels_last": "on"})
     params = load_params(root / "params.yaml")
-    prepare(params, params.data.train_domain, root)
+    prepare(params, root, params.data.train_domain)
     run_init(params, root, "scratch")
     meta = run_meta_init(params, root, "meta")
-    assert math.isfinite(meta["final_loss_last"]) and math.isfinite(meta["final_loss_task_augment"])
+    assert math.isfinite(meta.final["loss_last"]) and math.isfinite(meta.final["loss_task_augment"])
     result = run_finetune(params, root, "meta")
-    assert math.isfinite(result["final_loss"])
+    assert math.isfinite(result.final["loss"])
     ck = load_checkpoint(root / "data" / "checkpoints" / "seed0" / "ft_meta.pt")
     # weights stay float32 (autocast only lowers the compute) and are stored in the plain layout
     assert all(v.dtype == torch.float32 and v.is_contiguous() for v in ck["model"].values() if v.is_floating_point())

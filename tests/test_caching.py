@@ -20,8 +20,8 @@ def key(root, args):
 
 def test_stages_come_from_dvc_yaml(project):
     names = {s.name for s in load_stages(project)}
-    assert {"prepare@loft", "init@scratch-0", "meta_init@meta-0", "finetune@meta-0", "evaluate@ft_meta-studio-0",
-            "report"} <= names
+    assert {"prepare@loft", "init@scratch-0", "meta_init@meta-0", "finetune@meta-0", "supervised@0",
+            "finetune@sup-0", "evaluate", "report"} <= names
     spec = find_stage(project, ("finetune", "meta", "0"))
     assert "data/checkpoints/seed0/meta.pt" in spec.deps and "finetune.lr" in spec.params
     assert [u.name for u in spec.upstream(load_stages(project))] == ["prepare@loft", "meta_init@meta-0"]

@@ -29,12 +29,12 @@ def project(tmp_path_factory) -> Path:
 
 # (argv, words the one line must contain: the argument/key named, and a hint of the fix)
 CASES = [
-    (["stage", "nope"], ["'nope'", "prepare, init, meta_init, finetune, evaluate, report"]),
+    (["stage", "nope"], ["'nope'", "prepare, init, meta_init, supervised, finetune, evaluate, report"]),
     (["stage"], ["'args'", "metadepth stage --help"]),
-    (["stage", "evaluate", "ft_meta"], ["evaluate", "MODEL DATASET", "metadepth stage evaluate"]),
+    (["stage", "evaluate", "ft_meta"], ["evaluate", "no arguments", "metadepth stage evaluate"]),
+    (["stage", "supervised"], ["SEED", "metadepth stage supervised 0"]),
     (["stage", "prepare"], ["prepare", "DATASET"]),
-    (["stage", "evaluate", "ft_nope", "loft", "0"], ["'ft_nope'", "evaluate.models"]),
-    (["stage", "evaluate", "ft_meta", "mars", "0"], ["'mars'", "data.domains"]),
+    (["stage", "supervised", "7"], ["SEED '7'", "seeds"]),
     (["stage", "finetune", "nope", "0"], ["'nope'", "finetune.inits"]),
     (["stage", "finetune", "meta"], ["START SEED", "metadepth stage finetune scratch 0"]),
     (["stage", "finetune", "meta", "7"], ["SEED '7'", "seeds"]),
@@ -70,7 +70,7 @@ def checkpoint(project) -> str:
     """A real (tiny) checkpoint, so predict's other arguments are what fails."""
     import torch
 
-    from tasks.common import build_model, save_checkpoint
+    from tasks.checkpoints import build_model, save_checkpoint
     from tasks.params import load_params
 
     torch.manual_seed(0)

@@ -7,9 +7,10 @@ import pytest
 import torch
 from tiny_project import ROOT, tiny_params
 
-from tasks.common import compile_unavailable, load_checkpoint, maybe_compile, model_from_checkpoint
+from tasks.checkpoints import load_checkpoint, model_from_checkpoint
 from tasks.io import MetadepthError
 from tasks.params import load_params
+from tasks.runtime import Runtime, compile_unavailable
 
 CPU = torch.device("cpu")
 
@@ -22,14 +23,14 @@ def _params(tmp_path, compile_: bool):
 
 def test_compile_off_returns_the_model_itself(tmp_path):
     model = torch.nn.Linear(2, 2)
-    assert maybe_compile(model, _params(tmp_path, False), CPU) is model
+    assert Runtime.from_params(_params(tmp_path, False).runtime).compile(model) is model
 
 
 def test_no_compiler_is_one_line_naming_the_switch(tmp_path, monkeypatch):
-    monkeypatch.setattr("tasks.common.shutil.which", lambda name: None)
+    monkeypatch.setattr("tasks.runtime.shutil.which", lambda name: None)
     monkeypatch.delenv("CXX", raising=False)
     with pytest.raises(MetadepthError) as err:
-        maybe_compile(torch.nn.Linear(2, 2), _params(tmp_path, True), CPU)
+        Runtime.from_params(_params(tmp_path, True).runtime)  # refused where the runtime is resolved
     message = str(err.value)
     assert "runtime.compile: false" in message and "C++ compiler" in message and "\n" not in message
 
@@ -40,7 +41,7 @@ def project(tmp_path, single_thread):
     from tasks.preprocess.prepare import prepare
 
     params = _params(tmp_path, True)
-    prepare(params, "loft", tmp_path)
+    prepare(params, tmp_path, "loft")
     run_init(params, tmp_path, "scratch")
     yield params, tmp_path
     torch._dynamo.reset()  # compiled graphs must not leak into other tests
@@ -74,8 +75,8 @@ def test_compiled_training_step_runs_and_checkpoint_keys_are_plain(project, monk
     compiled = _spy_compile(monkeypatch, backend="aot_eager", mode=None)
     result = run_finetune(params, root, "scratch")
     assert compiled == ["DepthNet"]  # the training step ran through the compiled module
-    assert result["final_loss"] == result["final_loss"]  # finite, not NaN
-    _assert_plain_keys(root / result["checkpoint"])
+    assert result.final["loss"] == result.final["loss"]  # finite, not NaN
+    _assert_plain_keys(root / result.checkpoint)
 
 
 def test_meta_init_and_evaluate_run_through_the_compiled_model(project, monkeypatch):
@@ -87,6 +88,6 @@ def test_meta_init_and_evaluate_run_through_the_compiled_model(project, monkeypa
     compiled = _spy_compile(monkeypatch, backend="eager", mode=None)
     result = run_meta_init(params, root, "meta")
     assert compiled == ["DepthNet"]  # Reptile's inner model, which runs every forward of the inner loop
-    _assert_plain_keys(root / result["checkpoint"])
+    _assert_plain_keys(root / result.checkpoint)
     metrics = run_evaluate(params, root, "meta", "loft")
     assert compiled == ["DepthNet", "DepthNet"] and metrics["n_images"] > 0

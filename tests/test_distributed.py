@@ -19,9 +19,9 @@ import torch
 from tiny_project import ROOT, tiny_params
 from torch.utils.data import Dataset
 
-from tasks.common import load_checkpoint
+from tasks.checkpoints import load_checkpoint
+from tasks.dispatch import run_stage
 from tasks.distributed import DUMP_ENV, batches_at, meta_positions, stream_seed
-from tasks.finetune import run_finetune
 from tasks.initialize import run_init
 from tasks.io import MetadepthError
 from tasks.meta_init import run_meta_init
@@ -100,7 +100,7 @@ def make_project(root: Path, **overrides: dict) -> Path:
     (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     tiny_params(root / "params.yaml", **{"runtime": {"num_threads": 1, "nproc_per_node": 2}, **overrides})
     params = load_params(root / "params.yaml")
-    prepare(params, params.data.train_domain, root)
+    prepare(params, root, params.data.train_domain)
     run_init(params, root, "scratch")
     return root
 
@@ -132,7 +132,7 @@ def meta_two_ranks(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(DUMP_ENV, str(dumps))
         started = time.time()
-        result = run_meta_init(params, root, "meta")
+        result = run_stage(params, root, ("meta_init", "meta", "0"))
     print(f"2-rank meta_init: {time.time() - started:.1f} s")
     return root, params, result, dumps
 
@@ -140,7 +140,7 @@ def meta_two_ranks(tmp_path_factory):
 @pytest.mark.slow
 def test_two_rank_meta_init_leaves_identical_weights_on_both_ranks(meta_two_ranks):
     root, params, result, dumps = meta_two_ranks
-    assert result["world_size"] == 2 and len(set(result["rank_weight_digests"])) == 1
+    assert result.world_size == 2 and len(set(result.rank_weight_digests)) == 1
     ranks = [torch.load(dumps / f"meta_init_meta.rank{r}.pt") for r in range(2)]
     assert ranks[0].keys() == ranks[1].keys()
     for k in ranks[0]:
@@ -161,7 +161,7 @@ def test_two_ranks_equal_one_rank_with_twice_the_tasks(meta_two_ranks, tmp_path,
     tiny_params(single / "params.yaml", meta={"steps": 2, "batch_size": 4, "log_every": 1, "tasks_per_step": 2},
                 runtime={"num_threads": 1, "nproc_per_node": 1})
     result = run_meta_init(load_params(single / "params.yaml"), single, "meta")
-    assert result["final_num_tasks"] == 2 and "world_size" not in result
+    assert result.final["num_tasks"] == 2 and result.world_size == 1 and not result.rank_weight_digests
     a = load_checkpoint(root / "data" / "checkpoints" / "seed0" / "meta.pt")["model"]
     b = load_checkpoint(single / "data" / "checkpoints" / "seed0" / "meta.pt")["model"]
     for k in a:
@@ -192,7 +192,8 @@ def finetune_two_ranks(tmp_path_factory):
     params = load_params(root / "params.yaml")
     snapshot, copy = root / "data" / "checkpoints" / "seed0" / "ft_scratch.resume.pt", tmp / "snapshot.pt"
     tracker, outcome = Recorder(), {}
-    run = threading.Thread(target=lambda: outcome.update(result=run_finetune(params, root, "scratch", tracker)))
+    run = threading.Thread(target=lambda: outcome.update(result=run_stage(params, root, ("finetune", "scratch", "0"),
+                                                                          tracker)))
     started = time.time()
     run.start()
     while run.is_alive() and not copy.exists():
@@ -210,8 +211,8 @@ def finetune_two_ranks(tmp_path_factory):
 @pytest.mark.slow
 def test_two_rank_finetune_writes_one_checkpoint(finetune_two_ranks):
     root, params, result, tracker, _ = finetune_two_ranks
-    assert result["world_size"] == 2 and result["steps"] == FT_STEPS and math.isfinite(result["final_loss"])
-    assert len(set(result["rank_weight_digests"])) == 1
+    assert result.world_size == 2 and result.steps == FT_STEPS and math.isfinite(result.final["loss"])
+    assert len(set(result.rank_weight_digests)) == 1
     ck_dir = root / "data" / "checkpoints" / "seed0"
     assert sorted(p.name for p in ck_dir.iterdir()) == ["ft_scratch.pt", "scratch.pt"]
     ck = load_checkpoint(ck_dir / "ft_scratch.pt")
@@ -221,7 +222,7 @@ def test_two_rank_finetune_writes_one_checkpoint(finetune_two_ranks):
     assert list(curve["step"]) == list(range(FT_STEPS))
     # the parent logged the curve rank 0 wrote into its own tracker
     assert [s for s, _ in tracker.metrics] == list(range(FT_STEPS))
-    assert tracker.metrics[-1][1]["train_loss"] == pytest.approx(result["final_loss"])
+    assert tracker.metrics[-1][1]["train_loss"] == pytest.approx(result.final["loss"])
 
 
 @pytest.mark.slow
@@ -235,7 +236,7 @@ def test_two_rank_finetune_resumes_from_rank_0_snapshot(finetune_two_ranks, capf
     (ck_dir / "ft_scratch.pt").unlink()
     shutil.copy(copy, ck_dir / "ft_scratch.resume.pt")
     capfd.readouterr()
-    run_finetune(params, root, "scratch")
+    run_stage(params, root, ("finetune", "scratch", "0"))
     assert capfd.readouterr().out.count("resuming from") == 2  # one line per rank
     assert not (ck_dir / "ft_scratch.resume.pt").exists()
     resumed = load_checkpoint(ck_dir / "ft_scratch.pt")
@@ -250,4 +251,4 @@ def test_a_worker_error_is_the_parent_error(tmp_path):
     params = load_params(ROOT / "params.yaml")
     params = params.model_copy(update={"runtime": params.runtime.model_copy(update={"nproc_per_node": 2})})
     with pytest.raises(MetadepthError, match=r"^.*scratch.pt: checkpoint not found; run the stage"):
-        run_meta_init(params, tmp_path, "meta")
+        run_stage(params, tmp_path, ("meta_init", "meta", "0"))

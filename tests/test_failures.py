@@ -10,8 +10,8 @@ import pytest
 import torch
 from tiny_project import ROOT, tiny_params
 
-import tasks.common
-from tasks.common import load_checkpoint, save_checkpoint
+import tasks.training
+from tasks.checkpoints import load_checkpoint, save_checkpoint
 from tasks.finetune import run_finetune
 from tasks.initialize import run_init
 from tasks.io import MetadepthError, atomic_write
@@ -27,7 +27,7 @@ def project(tmp_path_factory):
     tiny_params(root / "params.yaml", finetune={"steps": 6, "batch_size": 4, "log_every": 1},
                 runtime={"resume_every": 2})
     params = load_params(root / "params.yaml")
-    prepare(params, params.data.train_domain, root)
+    prepare(params, root, params.data.train_domain)
     run_init(params, root, "scratch")
     return root, params
 
@@ -38,7 +38,7 @@ def leftovers(directory):
 
 def test_nan_loss_stops_with_step_and_last_good_state(project, monkeypatch):
     root, params = project
-    real = tasks.common.depth_loss
+    real = tasks.training.depth_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -46,7 +46,7 @@ def test_nan_loss_stops_with_step_and_last_good_state(project, monkeypatch):
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 4 else loss
 
-    monkeypatch.setattr(tasks.common, "depth_loss", poisoned)
+    monkeypatch.setattr(tasks.training, "depth_loss", poisoned)
     with pytest.raises(MetadepthError) as err:
         run_finetune(params, root, "scratch")
     msg = str(err.value)
@@ -68,11 +68,11 @@ def test_interrupted_shard_write_leaves_nothing(project, monkeypatch):
     monkeypatch.setattr(prepare_mod, "write_split", dies_midway)
     before = sorted(p.name for p in (root / "data" / "prepared" / "loft").iterdir())
     with pytest.raises(MetadepthError, match="disk full"):
-        prepare(params, "loft", root)
+        prepare(params, root, "loft")
     assert sorted(p.name for p in (root / "data" / "prepared" / "loft").iterdir()) == before  # old output intact
     assert leftovers(root / "data") == []
     monkeypatch.setattr(prepare_mod, "write_split", real)
-    prepare(params, "studio", root)  # a clean re-run works
+    prepare(params, root, "studio")  # a clean re-run works
     with h5py.File(root / "data" / "prepared" / "studio" / "train.h5") as f:
         assert f["rgb"].shape[0] == params.data.train_size
 
@@ -131,7 +131,7 @@ def test_meta_init_nan_stops_or_skips(project, monkeypatch, skip):
     tiny_params(root / "params.yaml", meta={"steps": 3, "batch_size": 4, "log_every": 1,
                                             "skip_nonfinite_steps": skip})
     params = load_params(root / "params.yaml")
-    real = tasks.common.depth_loss
+    real = tasks.training.depth_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -139,7 +139,7 @@ def test_meta_init_nan_stops_or_skips(project, monkeypatch, skip):
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 6 else loss  # inside outer step 1
 
-    monkeypatch.setattr(tasks.common, "depth_loss", poisoned)
+    monkeypatch.setattr(tasks.training, "depth_loss", poisoned)
     if skip:
         run_meta_init(params, root, "meta")
         assert load_checkpoint(root / "data" / "checkpoints" / "seed0" / "meta.pt")["step"] == 3
@@ -182,7 +182,7 @@ def test_interrupted_metrics_and_report_writes_leave_no_half_file(tmp_path, monk
                 evaluate={"batch_size": 4, "models": ["ft_scratch"]})
     params = load_params(root / "params.yaml")
     for d in params.data.domains:
-        prepare(params, d, root)
+        prepare(params, root, d)
     run_init(params, root, "scratch")
     run_finetune(params, root, "scratch")
     for d in params.data.domains:

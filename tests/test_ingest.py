@@ -154,7 +154,7 @@ def test_prepare_stage_reads_configured_sources(tmp_path):
     (tmp_path / "data" / "raw" / "hm3d_renders" / "scene0" / "rgb" / "000000.png").write_bytes(b"broken")
     params = _params(tmp_path, {"hm3d": {"format": "hm3d", "path": "hm3d_renders", "skip_bad": True,
                                          "options": {"depth_scale": 500}}}, ["loft", "hm3d"])
-    out = prepare(params, "hm3d", tmp_path)
+    out = prepare(params, tmp_path, "hm3d")
     assert out["path"] == "data/prepared/hm3d" and out["quarantined"] == 1
     shard, attrs = read_split(tmp_path / "data" / "prepared" / "hm3d" / "train.h5")
     assert attrs["source_format"] == "hm3d" and attrs["source_path"] == "data/raw/hm3d_renders"
@@ -162,7 +162,7 @@ def test_prepare_stage_reads_configured_sources(tmp_path):
     assert shard["depth"][0].max() == pytest.approx(2 * depth.max(), abs=0.01)  # the overridden scale (/500)
     missing = _params(tmp_path, {"va": {"format": "va", "path": "va"}}, ["va"])
     with pytest.raises(MetadepthError, match=r"data/raw/va: not found.*dvc add data/raw/va"):
-        prepare(missing, "va", tmp_path)
+        prepare(missing, tmp_path, "va")
 
 
 @pytest.mark.parametrize("source, key", [

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from models.losses import depth_loss, depth_loss_terms, masked_mse, second_order_smoothness
+from models.losses import depth_loss, depth_loss_terms, edge_aware_smoothness, masked_mse, second_order_smoothness
 
 
 def grid(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,7 +39,7 @@ def test_smoothness_zero_for_planar_ramp_positive_for_bumps():
     ramp = 1.0 + 0.3 * xs + 0.2 * ys  # a slanted plane: first derivatives nonzero, second derivatives 0
     assert second_order_smoothness(ramp).item() == pytest.approx(0.0, abs=1e-6)
     image = torch.rand(1, 3, 12, 16)
-    assert second_order_smoothness(ramp, image).item() == pytest.approx(0.0, abs=1e-6)
+    assert edge_aware_smoothness(ramp, image).item() == pytest.approx(0.0, abs=1e-6)
 
     bumpy = ramp + 0.5 * torch.sin(xs) * torch.cos(ys)
     assert second_order_smoothness(bumpy).item() > 1e-3
@@ -47,24 +47,37 @@ def test_smoothness_zero_for_planar_ramp_positive_for_bumps():
     assert second_order_smoothness(quadratic).item() > 1e-3
 
 
-def test_smoothness_is_scale_invariant():
+def test_plain_smoothness_acts_on_the_depth_map_itself_edge_aware_is_scale_invariant():
     depth = checkerboard(8, 8) + torch.rand(1, 1, 8, 8)
-    assert second_order_smoothness(5.0 * depth).item() == pytest.approx(second_order_smoothness(depth).item())
+    # The paper's term: on the depth map in metres, so it scales with the depth.
+    assert second_order_smoothness(5.0 * depth).item() == pytest.approx(5.0 * second_order_smoothness(depth).item())
+    flat_image = torch.full((1, 3, 8, 8), 0.5)
+    assert edge_aware_smoothness(5.0 * depth, flat_image).item() == pytest.approx(
+        edge_aware_smoothness(depth, flat_image).item())
 
 
 def test_smoothness_checkerboard_by_hand():
-    # Mean is 1, so normalisation is a no-op; every second difference of a +-0.1 checkerboard is +-0.4 and
-    # there are four terms (xx, xy, yx, yy).
+    # Every second difference of a +-0.1 checkerboard is +-0.4 and there are four terms (xx, xy, yx, yy).
     assert second_order_smoothness(checkerboard(6, 6)).item() == pytest.approx(4 * 0.4, rel=1e-5)
 
 
 def test_edge_aware_smoothness_discounts_image_edges():
-    depth = checkerboard(8, 8)
+    depth = checkerboard(8, 8)  # mean 1: the normalisation is a no-op
     flat_image = torch.full((1, 3, 8, 8), 0.5)
     edgy_image = checkerboard(8, 8, amplitude=0.5).expand(1, 3, 8, 8) - 0.5
     plain = second_order_smoothness(depth)
-    assert second_order_smoothness(depth, flat_image).item() == pytest.approx(plain.item())
-    assert second_order_smoothness(depth, edgy_image).item() < 0.5 * plain.item()
+    assert edge_aware_smoothness(depth, flat_image).item() == pytest.approx(plain.item())
+    assert edge_aware_smoothness(depth, edgy_image).item() < 0.5 * plain.item()
+
+
+def test_the_loss_uses_the_chosen_smoothness():
+    gt, pred = torch.zeros(1, 1, 8, 8), 3.0 * checkerboard(8, 8)  # no valid pixel: smoothness only
+    image = torch.rand(1, 3, 8, 8)
+    assert depth_loss([pred], gt).item() == pytest.approx(1e-3 * second_order_smoothness(pred).item())
+    edge = depth_loss([pred], gt, image=image, smoothness="edge_aware")
+    assert edge.item() == pytest.approx(1e-3 * edge_aware_smoothness(pred, image).item())
+    with pytest.raises(ValueError, match="needs the image"):
+        depth_loss([pred], gt, smoothness="edge_aware")
 
 
 def test_smoothness_weight_decays_by_2_3_per_scale():
@@ -84,7 +97,7 @@ def test_no_valid_pixels_gives_finite_loss_and_gradients():
     preds = [torch.rand(2, 1, 8, 8, requires_grad=True) + 0.5, torch.rand(2, 1, 4, 4) + 0.5]
     preds[0].retain_grad()
     gt = torch.zeros(2, 1, 8, 8)
-    terms = depth_loss_terms(preds, gt, image=torch.rand(2, 3, 8, 8))
+    terms = depth_loss_terms(preds, gt, image=torch.rand(2, 3, 8, 8), smoothness="edge_aware")
     assert terms["mse"].item() == 0.0
     assert math.isfinite(terms["loss"].item())
     terms["loss"].backward()
@@ -94,6 +107,6 @@ def test_no_valid_pixels_gives_finite_loss_and_gradients():
 def test_tiny_maps_without_second_differences_contribute_zero():
     # Coarse scales of small inputs can be 1-2 pixels wide; they must not turn the loss into NaN.
     assert second_order_smoothness(torch.rand(1, 1, 1, 1) + 1).item() == 0.0
-    assert second_order_smoothness(torch.rand(1, 1, 2, 5) + 1, torch.rand(1, 3, 2, 5)).item() > 0.0
+    assert edge_aware_smoothness(torch.rand(1, 1, 2, 5) + 1, torch.rand(1, 3, 2, 5)).item() > 0.0
     loss = depth_loss([torch.rand(1, 1, 4, 4) + 1, torch.rand(1, 1, 1, 1) + 1], torch.ones(1, 1, 4, 4))
     assert math.isfinite(loss.item())

@@ -28,8 +28,8 @@ from flows.orchestration import (
     retry_transient,
     table_rows,
 )
-from tasks.common import NullTracker, report_progress
 from tasks.io import MetadepthError
+from tasks.telemetry import NullTracker, report_progress
 
 
 def _caused(exc: BaseException, cause: BaseException) -> BaseException:
@@ -141,7 +141,7 @@ FAKE_CHECKPOINT = "data/checkpoints/none.pt"
 
 
 def fake_checkpoint(path: Path) -> None:
-    from tasks.common import build_model, save_checkpoint
+    from tasks.checkpoints import build_model, save_checkpoint
     from tasks.params import load_params
 
     model_params = load_params(ROOT / "params.yaml").model.model_dump() | {"encoder": "test_convnext"}
@@ -161,10 +161,10 @@ def project(tmp_path_factory, prefect_api):
 
 
 def training_specs(root: Path) -> list:
-    from flows.orchestration import TRAINING_KINDS
     from tasks.caching import load_stages
+    from tasks.stages import STAGES
 
-    return [s for s in load_stages(root) if s.kind in TRAINING_KINDS]
+    return [s for s in load_stages(root) if STAGES[s.kind].trains]
 
 
 def run_in_flow(root: Path, specs: list, **task_options):
@@ -192,7 +192,7 @@ def test_a_transient_failure_is_retried_and_the_second_attempt_succeeds(project,
             raise sqlite3.OperationalError("database is locked")
         return {"checkpoint": FAKE_CHECKPOINT, "final_loss": 0.1}
 
-    monkeypatch.setattr("flows.pipeline.run_stage_body", flaky)
+    monkeypatch.setattr("tasks.dispatch.run_stage", flaky)
     spec = training_specs(project)[0]
     [state] = run_in_flow(project, [spec], retry_delay_seconds=0)
     assert state.is_completed() and len(calls) == 2
@@ -206,7 +206,7 @@ def test_our_own_errors_are_not_retried(project, monkeypatch):
         calls.append(args)
         raise MetadepthError("finetune.batch_size 7 cannot be split over 2 processes")
 
-    monkeypatch.setattr("flows.pipeline.run_stage_body", broken)
+    monkeypatch.setattr("tasks.dispatch.run_stage", broken)
     [state] = run_in_flow(project, training_specs(project)[:1], retry_delay_seconds=0)
     assert state.is_failed() and len(calls) == 1
 
@@ -231,7 +231,7 @@ def test_training_stages_never_overlap_and_hold_the_global_limit(project, monkey
             spans[" ".join(args)] = (start, time.monotonic())
         return {"checkpoint": FAKE_CHECKPOINT}
 
-    monkeypatch.setattr("flows.pipeline.run_stage_body", train)
+    monkeypatch.setattr("tasks.dispatch.run_stage", train)
     specs = training_specs(project)[:2]
     assert len(specs) == 2
     states = run_in_flow(project, specs)
@@ -264,7 +264,7 @@ def test_progress_artifact_follows_the_training_steps(project, monkeypatch):
                 seen.append(read())
         return {"checkpoint": FAKE_CHECKPOINT}
 
-    monkeypatch.setattr("flows.pipeline.run_stage_body", train)
+    monkeypatch.setattr("tasks.dispatch.run_stage", train)
     monkeypatch.setattr(StageProgress, "min_interval", 0.0)
     [state] = run_in_flow(project, [spec])
     assert state.is_completed()

@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.common import build_model, model_from_checkpoint, save_checkpoint
+from tasks.checkpoints import build_model, model_from_checkpoint, save_checkpoint
 from tasks.io import MetadepthError
 from tasks.predict import Camera, backproject, predict_paths, write_ply
 

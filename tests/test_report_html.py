@@ -48,7 +48,7 @@ def project(tiny_params_file):
     root = tiny_params_file
     params = load_params(root / "params.yaml")
     for d in params.data.domains:
-        prepare(params, d, root)
+        prepare(params, root, d)
     for seed in params.seeds:
         run_init(params, root, "scratch", seed=seed)
         for variant in params.meta.variants:

@@ -92,13 +92,35 @@ def test_gradient_clipping_bounds_each_inner_step():
         return 1e6 * model.weight.sum()
 
     clipped = linear()
-    Reptile(clipped, huge, inner_lr=0.1, inner_steps=3, outer_lr=1.0, clip_grad_norm=1.0).meta_step([task(0)])
+    stats = Reptile(clipped, huge, inner_lr=0.1, inner_steps=3, outer_lr=1.0, clip="norm",
+                    clip_max=1.0).meta_step([task(0)])
     moved = torch.linalg.vector_norm(clipped.weight - W0).item()
     assert moved == pytest.approx(3 * 0.1 * 1.0)  # each step: lr * clip, all in the same direction
+    n = clipped.weight.numel()
+    assert stats["grad_norm"] == pytest.approx(1e6 * n**0.5, rel=1e-5)  # logged before clipping
+
+    by_value = linear()
+    Reptile(by_value, huge, inner_lr=0.1, inner_steps=3, outer_lr=1.0, clip="value", clip_max=1.0).meta_step([task(0)])
+    # every gradient entry is clamped to 1: each entry moves 3 * 0.1
+    assert torch.allclose(W0 - by_value.weight, torch.full_like(W0, 0.3))
 
     unclipped = linear()
     Reptile(unclipped, huge, inner_lr=0.1, inner_steps=3, outer_lr=1.0).meta_step([task(0)])
     assert torch.linalg.vector_norm(unclipped.weight - W0).item() > 1e5
+
+
+def test_a_task_of_one_batch_per_inner_step_trains_step_i_on_batch_i():
+    seen = []
+
+    def loss(model, batch):
+        seen.append(batch["x"][0, 0].item())
+        return ((model(batch["x"]) - batch["y"]) ** 2).mean()
+
+    batches = [task(i) for i in range(3)]
+    Reptile(linear(), loss, inner_lr=0.1, inner_steps=3, outer_lr=1.0).meta_step([batches])
+    assert seen == [b["x"][0, 0].item() for b in batches]
+    with pytest.raises(ValueError, match="2 batches for 3 inner steps"):
+        Reptile(linear(), loss, inner_lr=0.1, inner_steps=3).meta_step([batches[:2]])
 
 
 def test_same_batch_every_inner_step_with_fresh_augmentation():

@@ -13,7 +13,7 @@ import pytest
 import torch
 from tiny_project import ROOT, tiny_params
 
-from tasks.common import load_checkpoint
+from tasks.checkpoints import load_checkpoint
 from tasks.initialize import run_init
 from tasks.params import load_params
 from tasks.preprocess.prepare import prepare
@@ -38,7 +38,7 @@ def make_project(root: Path) -> None:
                 finetune={"steps": STEPS, "batch_size": 4, "log_every": 1},
                 runtime={"num_threads": 1, "resume_every": 3})
     params = load_params(root / "params.yaml")
-    prepare(params, params.data.train_domain, root)
+    prepare(params, root, params.data.train_domain)
     run_init(params, root, "scratch")
 
 

@@ -127,7 +127,7 @@ def test_forked_dataloader_workers_read_correctly_after_the_parent_read(shard):
 STAGE_LOADER_AFTER_A_FLOW = """
 import itertools, sys, torch
 from prefect import flow
-from tasks.common import loader_options
+from tasks.runtime import Runtime
 from tasks.distributed import batches_at
 from tasks.params import load_params
 from tasks.preprocess.shards import ShardDataset
@@ -136,7 +136,7 @@ from tasks.preprocess.shards import ShardDataset
 def stage():  # what every stage is: a Prefect flow in this process
     params = load_params(sys.argv[2])
     params = params.model_copy(update={"runtime": params.runtime.model_copy(update={"num_workers": 2})})
-    options = loader_options(params, torch.device("cpu"))
+    options = Runtime.from_params(params.runtime).loader_kwargs
     batches = batches_at(ShardDataset(sys.argv[1]), 3, 0, itertools.count(), **options)  # meta_init, finetune
     sizes = [next(batches)["depth"].shape[0] for _ in range(8)]
     del batches  # the workers exit here
@@ -150,7 +150,7 @@ print("ok")
 
 def test_stage_loader_workers_survive_a_prefect_process(shard, prefect_api):
     """Shard loaders with workers, in a process that runs Prefect flows (as `metadepth stage` and the pipeline
-    do): forked workers died there with exit code 1, so loader_options spawns them."""
+    do): forked workers died there with exit code 1, so Runtime.loader_kwargs spawns them."""
     r = _python(STAGE_LOADER_AFTER_A_FLOW, str(shard), str(ROOT / "params.yaml"),
                 env={"PREFECT_API_URL": prefect_api})
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tiny_project import ROOT, tiny_params
+from tiny_project import ROOT, run_stages, tiny_params
 
-from tasks.common import load_checkpoint
+from tasks.checkpoints import load_checkpoint
 from tasks.evaluate import METRICS, run_evaluate
 from tasks.finetune import run_finetune
 from tasks.initialize import run_init
@@ -29,16 +29,7 @@ def project(tmp_path_factory):
     (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     tiny_params(root / "params.yaml")
     params = load_params(root / "params.yaml")
-    for d in params.data.domains:
-        prepare(params, d, root)
-    run_init(params, root, "scratch")
-    run_meta_init(params, root, "meta")
-    for name in params.finetune.inits:
-        run_finetune(params, root, name)
-    for m in params.evaluate.models:
-        for d in params.data.domains:
-            run_evaluate(params, root, m, d)
-    run_report(params, root)
+    run_stages(params, root)
     return root, params
 
 
@@ -64,7 +55,7 @@ def test_prepared_shard_contract(project):
 
 def test_prepare_is_deterministic(project, tmp_path):
     root, params = project
-    prepare(params, "loft", tmp_path)
+    prepare(params, tmp_path, "loft")
     with h5py.File(tmp_path / "data/prepared/loft/test.h5") as a, h5py.File(root / "data/prepared/loft/test.h5") as b:
         assert np.array_equal(a["rgb"][:], b["rgb"][:]) and np.array_equal(a["depth"][:], b["depth"][:])
 
@@ -90,10 +81,15 @@ def test_metrics_files(project):
     for m in params.evaluate.models:
         for d in params.data.domains:
             r = json.loads((root / "data" / "metrics" / "seed0" / f"{m}__{d}.json").read_text())
-            assert set(r["metrics"]) == set(METRICS)
-            assert r["n_images"] == params.data.test_size and r["n_valid_pixels"] > 0
-            assert r["protocol"]["max_depth"] == params.evaluate.max_depth
-            assert 0 <= r["metrics"]["a1"] <= r["metrics"]["a2"] <= r["metrics"]["a3"] <= 1
+            assert r["schema_version"] == 2 and (r["model"], r["dataset"], r["seed"]) == (m, d, 0)
+            assert r["n_images"] == params.data.test_size
+            assert set(r["protocols"]) == set(params.evaluate.protocols) == {"metric", "median"}
+            for name, p in r["protocols"].items():
+                assert set(p["metrics"]) == set(METRICS) and p["n_valid_pixels"] > 0
+                assert p["protocol"]["max_depth"] == params.evaluate.max_depth
+                assert p["protocol"]["align"] == params.evaluate.protocols[name]
+                assert 0 <= p["metrics"]["a1"] <= p["metrics"]["a2"] <= p["metrics"]["a3"] <= 1
+                assert len(p["per_image_rmse"]) == r["n_images"]
 
 
 def test_report(project):
@@ -127,7 +123,7 @@ def test_missing_input_is_a_clear_error(tmp_path):
     with pytest.raises(MetadepthError, match="scratch.pt: checkpoint not found"):
         run_meta_init(params, tmp_path)
     with pytest.raises(MetadepthError, match="not in data.domains"):
-        prepare(params, "mars", tmp_path)
+        prepare(params, tmp_path, "mars")
 
 
 def test_meta_variant_is_an_ablation_with_its_own_settings(project, tmp_path):

@@ -9,7 +9,7 @@ import time
 import torch
 
 from tasks import tracking
-from tasks.common import build_model, model_from_checkpoint, save_checkpoint
+from tasks.checkpoints import build_model, model_from_checkpoint, save_checkpoint
 
 MODEL = {"encoder": "test_convnext", "decoder_channels": [4, 8, 8, 16, 16], "scales": [0, 1],
          "min_depth": 0.1, "max_depth": 10.0}

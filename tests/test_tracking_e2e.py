@@ -66,7 +66,7 @@ def test_finetuned_model_loads_back_like_its_checkpoint(tiny, tmp_path):
     import torch
     from mlflow.tracking import MlflowClient
 
-    from tasks.common import model_from_checkpoint
+    from tasks.checkpoints import model_from_checkpoint
 
     uri = f"sqlite:///{tiny / 'runs' / 'other.db'}"
     client = MlflowClient(uri)
@@ -88,4 +88,4 @@ def test_finetuned_model_loads_back_like_its_checkpoint(tiny, tmp_path):
     stages = client.search_runs([exp.experiment_id], "tags.kind = 'stage' and tags.cache = 'miss'")
     with_model = {r.data.tags["stage"] for r in stages if client.search_logged_models(
         experiment_ids=[exp.experiment_id], filter_string=f"source_run_id = '{r.info.run_id}'")}
-    assert with_model == {"finetune@scratch-0", "finetune@meta-0"}  # finetune stages only
+    assert with_model == {"finetune@scratch-0", "finetune@meta-0", "finetune@sup-0"}  # finetune stages only

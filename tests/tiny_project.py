@@ -56,3 +56,32 @@ def make_tiny_project(dest: Path) -> Path:
     run("git", "add", "-A")
     run("git", "commit", "-qm", "tiny project")
     return dest
+
+
+STAGE_ORDER = ("prepare", "init", "meta_init", "supervised", "finetune", "evaluate", "report")
+
+
+def stage_commands(params, upto: str = "report") -> list[tuple[str, ...]]:
+    """Every `metadepth stage` command of the DAG in an order that respects it, up to and including `upto`."""
+    seeds = [str(s) for s in params.seeds]
+    commands = {
+        "prepare": [("prepare", d) for d in params.data.domains],
+        "init": [("init", k, s) for s in seeds for k in params.init.kinds],
+        "meta_init": [("meta_init", v, s) for s in seeds for v in params.meta.variants],
+        "supervised": [("supervised", s) for s in seeds],
+        "finetune": [("finetune", i, s) for s in seeds for i in params.finetune.inits],
+        "evaluate": [("evaluate",)],
+        "report": [("report",)],
+    }
+    order = STAGE_ORDER[: STAGE_ORDER.index(upto) + 1]
+    return [c for kind in order for c in commands[kind]]
+
+
+def run_stages(params, root: Path, upto: str = "report", start: str = "prepare") -> None:
+    """Run the DAG's stages in-process through the stage dispatcher, from `start` to `upto` (both included)."""
+    from tasks.dispatch import run_stage
+
+    first = STAGE_ORDER.index(start)
+    for command in stage_commands(params, upto):
+        if STAGE_ORDER.index(command[0]) >= first:
+            run_stage(params, root, command)

@@ -40,7 +40,7 @@ def _with_ids(batches: Iterator[dict[str, Any]], prefix: str) -> Iterator[dict[s
         start += n
 
 
-def prepare(params: Params, dataset: str, root: Path) -> dict[str, Any]:
+def prepare(params: Params, root: Path, dataset: str) -> dict[str, Any]:
     if dataset not in params.data.domains:
         raise MetadepthError(f"dataset {dataset!r} is not in data.domains {params.data.domains}")
     if dataset in params.data.sources:  # a real dataset under data/raw/, read by its configured reader

@@ -1,0 +1,69 @@
+"""The one list of pipeline stages: what each runs, its command-line arguments, and what the orchestration does
+around it. dvc.yaml names the same kinds; `metadepth stage KIND ARGS...` resolves them here.
+
+No Prefect and no torch at import time: the CLI reads this table to check arguments and print help instantly, and
+a stage's code is imported only when it runs (by its "module:function" target, as timm's registry does).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One positional argument of `metadepth stage KIND ...`; its valid values are the params list `choices`."""
+
+    name: str
+    choices: str  # dotted params key listing the values, e.g. "finetune.inits"
+
+
+SEED = Arg("SEED", "seeds")  # training and evaluate stages end with the training seed
+
+
+@dataclass(frozen=True)
+class Stage:
+    kind: str
+    target: str  # "module:function", called as function(params, root, *args, [tracker=...,] [seed=...])
+    args: tuple[Arg, ...] = ()
+    trains: bool = False  # holds the accelerator: the training slot, torchrun when nproc_per_node > 1, progress
+    curve: str | None = None  # the curve's name, "{0}" = the first argument (replayed after torchrun)
+    metric_names: dict[str, str] = field(default_factory=dict)  # curve column -> tracker metric
+    checkpoint_artifact: bool = False  # the result's checkpoint is logged with the stage's MLflow run
+    logged_model: bool = False  # ... and as an MLflow model (the deliverables)
+    report: bool = False  # the stage writes reports/: logged as artifacts and published to Prefect
+
+    @property
+    def seeded(self) -> bool:
+        return bool(self.args) and self.args[-1] is SEED
+
+    def function(self) -> Callable[..., Any]:
+        module, name = self.target.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def call_args(self, values: tuple[str, ...]) -> tuple[list[str], dict[str, Any]]:
+        """(positional names, keywords) for the stage function from the command-line values."""
+        if self.seeded:
+            return list(values[:-1]), {"seed": int(values[-1])}
+        return list(values), {}
+
+
+_SUPERVISED_LOGS = {"loss": "train_loss", "lr": "lr", "grad_norm": "grad_norm", "val_loss": "val_loss"}
+_META_LOGS = {c: f"meta_{c}" for c in ("loss_first", "loss_last", "loss_task_augment", "update_norm", "grad_norm",
+                                       "val_loss")}
+
+STAGES: dict[str, Stage] = {s.kind: s for s in (
+    Stage("prepare", "tasks.preprocess.prepare:prepare", (Arg("DATASET", "data.domains"),)),
+    Stage("init", "tasks.initialize:run_init", (Arg("KIND", "init.kinds"), SEED), checkpoint_artifact=True),
+    Stage("meta_init", "tasks.meta_init:run_meta_init", (Arg("VARIANT", "meta.variants"), SEED), trains=True,
+          curve="{0}", metric_names=_META_LOGS, checkpoint_artifact=True),
+    Stage("supervised", "tasks.finetune:run_supervised", (SEED,), trains=True, curve="sup",
+          metric_names=_SUPERVISED_LOGS, checkpoint_artifact=True),
+    Stage("finetune", "tasks.finetune:run_finetune", (Arg("START", "finetune.inits"), SEED), trains=True,
+          curve="ft_{0}", metric_names=_SUPERVISED_LOGS, checkpoint_artifact=True, logged_model=True),
+    Stage("evaluate", "tasks.evaluate:run_evaluate_all"),  # every model x dataset x seed, in one process
+    Stage("report", "tasks.report:run_report", report=True),
+)}
