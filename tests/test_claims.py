@@ -43,7 +43,7 @@ def test_claims_on_every_protocol_with_the_matching_rule_in_words(project):  # n
                                           ("finetune_vs_longer", "refuted")] for p in ("metric", "median")}
     finetune = next(c for c in claims if c.name == "finetune")
     assert finetune.change.mean == pytest.approx(-9.0) and finetune.comparison == "ft_meta vs ft_scratch"
-    md = render.markdown(render.context(params, table, claims), images=False)
+    md = render.markdown(render.context(params, table, claims), [])
     headline = md[md.index("## Verdicts"):md.index("Tables below")]
     for rule in ("same start, same data, same number of gradient steps and image presentations",
                  "same start and the same number of fine-tuning steps",
@@ -66,6 +66,6 @@ def test_a_claim_whose_models_were_not_evaluated_is_not_run(project):  # noqa: F
     assert got["prior"].verdict == "not run" and "meta and sup not evaluated" in got["prior"].reason
     assert got["finetune_vs_longer"].reason.startswith("ft_sup not evaluated")
     assert got["finetune"].verdict == "inconclusive" and got["finetune"].change.mean == pytest.approx(-50.0)
-    md = render.markdown(render.context(params, table, claims), images=False)
+    md = render.markdown(render.context(params, table, claims), [])
     assert "metric protocol: **not run** (meta and sup not evaluated; add to evaluate.models)" in md
     assert "**inconclusive** (one seed gives no interval" in md

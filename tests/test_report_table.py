@@ -79,7 +79,7 @@ def test_one_relative_change_everywhere(project):
     cell = table.protocols["metric"].row("ft_meta").cells["studio"]
     assert cell.change.mean == pytest.approx(50.0)
     ctx = render.context(params, table, evaluate_claims(table, params.report.claims))
-    md = render.markdown(ctx, images=False)
+    md = render.markdown(ctx, [])
     page = render.html(ctx, {f"rmse_bars_{p}": b"png" for p in table.protocols} | {"qualitative": b"png"})
     for text in (md, page, render.markdown_tables(ctx)):
         assert "+50.0%" in text and "+33.3" not in text
@@ -192,4 +192,4 @@ def test_one_held_out_domain_less_is_fine(project):
     claims = evaluate_claims(table, params.report.claims)
     assert all(c.verdict == "not run" for c in claims)
     assert render.headline_metrics(table, claims)["zero_shot"] == {}
-    assert "no held-out domain" in render.markdown(render.context(params, table, claims), images=False)
+    assert "no held-out domain" in render.markdown(render.context(params, table, claims), [])

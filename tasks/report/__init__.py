@@ -32,11 +32,11 @@ def run_report(params: Params, root: Path) -> dict[str, Any]:
     pngs = {f"rmse_bars_{name}": fig.rmse_bars_png(table, name) for name in table.protocols}
     pngs["qualitative"] = fig.qualitative_png(params, root, fig.qualitative_models(table))
     if (curve_png := fig.curves_png(curves, params)) is not None:
-        pngs["curves"] = curve_png
+        pngs["loss_curves"] = curve_png
     ctx = render.context(params, table, claims)
     reports = paths(root)["reports"]
-    files = {**{f"figures/{'loss_curves' if k == 'curves' else k}.png": v for k, v in pngs.items()},
-             "summary.md": render.markdown(ctx, images=True), "index.html": render.html(ctx, pngs),
+    files = {**{f"figures/{name}.png": png for name, png in pngs.items()},
+             "summary.md": render.markdown(ctx, list(pngs)), "index.html": render.html(ctx, pngs),
              "metrics.json": json.dumps(render.headline_metrics(table, claims), indent=2),
              "metrics_detail.json": json.dumps(render.detail_metrics(table, claims), indent=2),
              "curves.csv": curves.to_csv(index=False)}
@@ -49,4 +49,4 @@ def run_report(params: Params, root: Path) -> dict[str, Any]:
     rel = lambda name: str((reports / name).relative_to(root))  # noqa: E731
     return {"summary": rel("summary.md"), "html": rel("index.html"), "metrics": rel("metrics.json"),
             "table": render.markdown_tables(ctx), "table_rows": render.table_rows(table),
-            "markdown": render.markdown(ctx, images=False)}
+            "markdown": render.markdown(ctx, [])}

@@ -82,9 +82,10 @@ def context(params: Params, table: Table, claims: list[Claim]) -> dict[str, Any]
             "max_depth": params.evaluate.max_depth}
 
 
-def markdown(ctx: dict[str, Any], images: bool) -> str:
-    """summary.md; `images=False` is the variant for a Prefect artifact, where relative image paths would break."""
-    return ENV.get_template("summary.md").render(ctx, images=images)
+def markdown(ctx: dict[str, Any], figures: list[str]) -> str:
+    """summary.md, showing the named figures of reports/figures/; none for a Prefect artifact, where relative image
+    paths would break."""
+    return ENV.get_template("summary.md").render(ctx, figures=figures)
 
 
 def html(ctx: dict[str, Any], figures: dict[str, bytes]) -> str:
