@@ -18,6 +18,14 @@ RULES = {
     "finetune": "same start and the same number of fine-tuning steps",
     "finetune_vs_longer": "the baseline also got the meta stage's budget as extra supervised steps",
 }
+# The paper's claim each default comparison tests (Wu et al., IROS 2024, abstract); finetune_vs_longer tests the
+# second one against a baseline that trained as long in total.
+QUOTES = {
+    "prior": "on limited data [meta-learning] induces a much better prior (max 27.8% in RMSE)",
+    "finetune": "finetuning on meta-learned initialization consistently outperforms baselines without the meta "
+                "approach",
+}
+QUOTES["finetune_vs_longer"] = QUOTES["finetune"]
 VERDICT_TEXT = {
     "supported": "the whole 95% interval lies below 0: lower zero-shot RMSE than the baseline",
     "refuted": "the whole 95% interval lies above 0: higher zero-shot RMSE than the baseline",
@@ -42,6 +50,10 @@ class Claim:
     @property
     def rule(self) -> str:
         return RULES.get(self.name, "")
+
+    @property
+    def quote(self) -> str:
+        return QUOTES.get(self.name, "")
 
     @property
     def verdict_text(self) -> str:
