@@ -1,7 +1,8 @@
 """`metadepth compare`: the latest pipeline runs side by side, from MLflow.
 
 Only parameters that differ between the runs are shown (the rest is noise when comparing), then the headline
-metrics the report stage copies onto every pipeline run (zero-shot mean RMSE, AbsRel, delta1 per model).
+metrics the report stage copies onto every pipeline run (the claims' changes and the zero-shot mean RMSE, AbsRel and
+delta1 per model and protocol).
 Filtering is MLflow's own `search_runs` filter string, so the store does the work (and a tracking server answers
 with only the matching runs), not a loop over every run here.
 """
@@ -16,8 +17,7 @@ from tasks import tracking
 from tasks.io import MetadepthError
 from tasks.params import parse_override
 
-HEADLINE_SUFFIXES = ("zero_shot_mean.rmse", "zero_shot_mean.abs_rel", "zero_shot_mean.a1",
-                     "zero_shot_mean.rmse_change_pct")
+HEADLINE_PREFIXES = ("zero_shot.", "claims.")  # keys of reports/metrics.json (docs/contracts.md) as the runs log them
 Format = Literal["markdown", "csv"]
 
 
@@ -69,7 +69,7 @@ def runs_table(runs: list[Any]) -> Any:
 
     keys = sorted({k for r in runs for k in r.data.params})
     differing = [k for k in keys if len({r.data.params.get(k) for r in runs}) > 1]
-    metrics = sorted({k for r in runs for k in r.data.metrics if k.endswith(HEADLINE_SUFFIXES)})
+    metrics = sorted({k for r in runs for k in r.data.metrics if k.startswith(HEADLINE_PREFIXES)})
     rows = [{"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
              "start_time": pd.Timestamp(r.info.start_time, unit="ms", tz="UTC").isoformat(),
              **{k: r.data.params.get(k) for k in differing}, **{k: r.data.metrics.get(k) for k in metrics}}

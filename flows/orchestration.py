@@ -21,8 +21,8 @@ from typing import Any
 from tasks.io import MetadepthError
 
 TRAIN_LIMIT = "metadepth-train"  # Prefect global concurrency limit held while a training stage runs
-TABLE_KEY = "metadepth-cross-dataset"  # table artifact: the report's cross-dataset table
-REPORT_KEY = "metadepth-report"  # markdown artifact: reports/summary.md
+TABLE_KEY = "metadepth-cross-dataset"  # table artifact: the report's tables as numbers
+REPORT_KEY = "metadepth-report"  # markdown artifact: reports/summary.md without its figures
 PROGRESS_PREFIX = "metadepth-progress"  # progress artifacts: metadepth-progress-<stage name>
 DEFAULT_MAX_PARALLEL = 2  # stage tasks running at once (the evaluation fan-out) unless --max-parallel says otherwise
 TASK_RUNNERS = ("thread", "dask")
@@ -59,31 +59,22 @@ def _warn(what: str, err: Exception) -> None:
 # --- artifacts ---------------------------------------------------------------------------------------------------
 
 
-def table_rows(markdown: str) -> list[dict[str, str]]:
-    """The rows of a Markdown pipe table (the report's cross-dataset table) as dicts keyed by the header cells."""
-    lines = [line.strip().strip("|") for line in markdown.splitlines() if line.strip().startswith("|")]
-    if len(lines) < 2:
-        return []
-    header = [c.strip() for c in lines[0].split("|")]
-    return [dict(zip(header, (c.strip() for c in line.split("|")), strict=False)) for line in lines[2:]]
-
-
 def publish_report(root: Path, result: dict[str, Any]) -> None:
     """The report stage's table and summary as Prefect artifacts of the current run (stable keys: the UI's
-    Artifacts page then shows their history across runs). `result` is what the report stage returned."""
+    Artifacts page then shows their history across runs). `result` is what tasks.report.run_report returned: numeric
+    `table_rows` and `markdown`, summary.md without relative image paths (which would break in the UI)."""
     if not in_run_context():
         return
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     try:
-        rows = table_rows(result.get("table", ""))
-        if rows:
-            create_table_artifact(rows, key=TABLE_KEY, description="Cross-dataset table of reports/summary.md: "
-                                  "RMSE (relative change vs. the baseline) / AbsRel / delta1 per test domain")
-        summary = root / result.get("summary", "reports/summary.md")
-        if summary.is_file():
-            create_markdown_artifact(summary.read_text(), key=REPORT_KEY,
-                                     description="reports/summary.md (figures are in reports/figures)")
+        if result.get("table_rows"):
+            create_table_artifact(result["table_rows"], key=TABLE_KEY, description="The report's tables as numbers: "
+                                  "one row per protocol x model x column (RMSE with its 95% interval, AbsRel, delta1, "
+                                  "relative RMSE change vs. the baseline)")
+        if result.get("markdown"):
+            create_markdown_artifact(result["markdown"], key=REPORT_KEY, description="reports/summary.md; the "
+                                     "figures are embedded in reports/index.html")
     except Exception as err:  # a view of the run; the outputs are on disk and in MLflow either way
         _warn("publishing the report artifacts", err)
 

@@ -256,9 +256,17 @@ class EvaluateParams(ProtocolParams):
             raise ValueError(_format_error(err, f"per_dataset.{dataset}")) from None
 
 
+class ClaimParams(_Strict):
+    model: str  # the model the claim is about, e.g. meta
+    baseline: str  # what it is compared with, seed by seed, e.g. sup
+
+
 class ReportParams(_Strict):
     baseline: str  # the model every other row's relative RMSE change is measured against
     qualitative_samples: int = Field(ge=1, le=16)
+    # name -> comparison: a verdict per protocol in the report and in reports/metrics.json (not run when a model
+    # of it was not evaluated)
+    claims: dict[str, ClaimParams]
 
 
 class RuntimeParams(_Strict):

@@ -18,7 +18,7 @@ from tasks import tracking
 from tasks.io import MetadepthError
 
 ROOT = Path(__file__).resolve().parents[1]
-RMSE = "ft_meta.zero_shot_mean.rmse"
+RMSE = "zero_shot.ft_meta.metric.rmse"
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def project(tmp_path_factory, mlflow_uri) -> dict:
         run = tracking.Run(root, name, params={"meta": {"inner_steps": steps},
                                                "finetune": {"lr": 5e-4, "online_augment": augment}},
                            tags={"kind": "pipeline", "runner": runner, "note": "it's"})
-        run.log_metrics({RMSE: rmse, "ft_meta.loft.rmse": 2.0}, step=0)
+        run.log_metrics({RMSE: rmse, "in_domain.ft_meta.metric.rmse": 2.0}, step=0)
         run.end()
         ids[name] = run.id
     tracking.Run(root, "stage", params={"meta": {"inner_steps": 8}}, tags={"kind": "stage"}).end()  # never shown
@@ -94,7 +94,7 @@ def test_csv_has_one_row_per_run_with_full_precision(project, tmp_path):
     assert set(table.index) == {"r1", "r2", "r3"}
     assert table.loc["r3", "run_id"] == project["ids"]["r3"] and table.loc["r3", "status"] == "FINISHED"
     assert table.loc["r3", RMSE] == 0.8123456789 and table.loc["r1", "meta.inner_steps"] == 4
-    assert "ft_meta.loft.rmse" not in table.columns  # headline metrics only
+    assert "in_domain.ft_meta.metric.rmse" not in table.columns  # headline metrics only
     assert "finetune.lr" not in table.columns  # identical in every run: not a difference
     assert not list(out.parent.glob(".*"))  # written atomically: no temporary left beside it
 

@@ -38,8 +38,8 @@ def test_exp_run_records_metrics_and_tags_mlflow_runs(tiny, mlflow_uri):
     sh(tiny, "dvc", "exp", "run", "-n", "inner2", "-S", "meta.inner_steps=2")
     data = experiments(tiny)["inner2"]
     assert data["params"]["params.yaml"]["data"]["meta"]["inner_steps"] == 2
-    models = data["metrics"]["reports/metrics.json"]["data"]["models"]
-    assert models["ft_meta"]["zero_shot_mean"]["rmse"] > 0
+    models = data["metrics"]["reports/metrics.json"]["data"]["zero_shot"]
+    assert models["ft_meta"]["metric"]["rmse"] > 0
 
     from mlflow.tracking import MlflowClient
 
@@ -61,7 +61,7 @@ def test_queued_experiments_run_all(tiny, mlflow_uri):
     shown = experiments(tiny)
     for name, steps in [("q3", 3), ("q1", 1)]:
         assert shown[name]["params"]["params.yaml"]["data"]["meta"]["inner_steps"] == steps
-        assert shown[name]["metrics"]["reports/metrics.json"]["data"]["models"]["ft_meta"]["zero_shot_mean"]["rmse"]
+        assert shown[name]["metrics"]["reports/metrics.json"]["data"]["zero_shot"]["ft_meta"]["metric"]["rmse"]
 
     from mlflow.tracking import MlflowClient
 

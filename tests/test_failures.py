@@ -204,4 +204,4 @@ def test_interrupted_metrics_and_report_writes_leave_no_half_file(tmp_path, monk
     assert metrics.read_text() == good
     assert leftovers(root) == []
     run_report(params, root)  # a clean re-run works
-    assert json.loads((root / "reports" / "metrics.json").read_text())["models"]
+    assert json.loads((root / "reports" / "metrics.json").read_text())["zero_shot"]

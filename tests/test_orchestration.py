@@ -26,7 +26,6 @@ from flows.orchestration import (
     make_task_runner,
     publish_report,
     retry_transient,
-    table_rows,
 )
 from tasks.io import MetadepthError
 from tasks.telemetry import NullTracker, report_progress
@@ -92,13 +91,6 @@ def test_artifact_keys_are_lowercase_dashes():
     assert artifact_key("metadepth-progress", "meta_init@meta_L8") == "metadepth-progress-meta-init-meta-l8"
 
 
-def test_table_rows_parse_the_report_table():
-    md = "| model | loft (train) | studio |\n|---|---|---|\n| scratch | 1.0 / 0.2 / 0.5 | 1.1 (+2.0%) / 0.3 / 0.4 |"
-    assert table_rows(md) == [{"model": "scratch", "loft (train)": "1.0 / 0.2 / 0.5",
-                               "studio": "1.1 (+2.0%) / 0.3 / 0.4"}]
-    assert table_rows("") == []
-
-
 def test_outside_a_prefect_run_nothing_is_published_and_nothing_breaks(tmp_path):
     """Plain library use (no flow or task run): the progress hook and the report publisher are silent no-ops."""
     logged = []
@@ -113,7 +105,7 @@ def test_outside_a_prefect_run_nothing_is_published_and_nothing_breaks(tmp_path)
     progress.log_metrics({"train_loss": 0.5}, 2)
     progress.finish()
     assert logged == [(2, {"train_loss": 0.5})] and progress._id is None
-    publish_report(tmp_path, {"table": "| a |\n|---|\n| 1 |", "summary": "reports/summary.md"})
+    publish_report(tmp_path, {"table_rows": [{"model": "a", "rmse": 1.0}], "markdown": "# report"})
     report_progress("finetune meta", 0, 3, 0.5)  # no tracker at all
     report_progress("finetune meta", 0, 3, 0.5, tracker=NullTracker())  # a tracker without the hook
 

@@ -95,8 +95,10 @@ def test_metrics_files(project):
 def test_report(project):
     root, params = project
     summary = json.loads((root / "reports" / "metrics.json").read_text())
-    assert set(summary["models"]) == set(params.evaluate.models)
-    assert summary["models"]["ft_scratch"]["studio"]["rmse_change_pct"] == 0.0
+    assert set(params.evaluate.models) <= set(summary["zero_shot"])
+    assert set(summary["claims"]) == set(params.report.claims)
+    detail = json.loads((root / "reports" / "metrics_detail.json").read_text())
+    assert detail["protocols"]["metric"]["models"]["ft_scratch"]["columns"]["studio"]["rmse_change_pct"] is None
     md = (root / "reports" / "summary.md").read_text()
     assert "loft (train)" in md and "meta-init + fine-tune" in md and "zero-shot mean" in md
     assert "pretrained-initialisation baseline: not run" in md
@@ -158,11 +160,11 @@ def test_ablation_is_a_report_row(project):
     for d in params.data.domains:
         run_evaluate(params, root, "ft_meta_l1_no_task_aug", d)
     out = run_report(params, root)
-    rows = [line for line in out["table"].splitlines() if line.startswith("| ") and "model" not in line]
-    assert len(rows) == 3 and any("meta_l1_no_task_aug" in r for r in rows)
+    rows = {r["model"] for r in out["table_rows"] if r["protocol"] == "metric"} - {"scratch", "constant"}
+    assert rows == {"ft_scratch", "ft_meta", "ft_meta_l1_no_task_aug"} and "meta_l1_no_task_aug" in out["table"]
     assert "ablations: none enabled" not in (root / "reports" / "summary.md").read_text()
     summary = json.loads((root / "reports" / "metrics.json").read_text())
-    assert "ft_meta_l1_no_task_aug" in summary["models"]
+    assert "ft_meta_l1_no_task_aug" in summary["zero_shot"]
 
 
 def test_pretrained_init_needs_a_local_file(project, tmp_path):
