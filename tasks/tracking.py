@@ -14,6 +14,7 @@ has not ended is known (`close_open_runs`), so a run stopped by a signal is clos
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -227,13 +228,19 @@ class Run:
             depth = model(example)[0]
         mlflow.set_tracking_uri(self.uri)  # Model.log resolves its store from the process-wide URI
         logged = self.client.create_logged_model(self.experiment_id, name=name, source_run_id=self.id)
-        # No serving-input validation: it would reload the model to predict the example through pyfunc, whose
-        # PyTorch wrapper accepts single-tensor outputs only (the network returns one depth map per scale).
-        mlflow.pytorch.log_model(model, name=name, run_id=self.id, model_id=logged.model_id,
-                                 serialization_format="pickle", code_paths=[str(Path(models.__file__).parent)],
-                                 pip_requirements=[f"{p}=={importlib.metadata.version(p)}" for p in ("torch", "timm")],
-                                 signature=infer_signature(example.numpy(), depth.numpy()),
-                                 input_example=example.numpy(), validate_serving_input=False)
+        # MLflow then checks the example through its generic pyfunc wrapper, which takes single-tensor outputs
+        # only: the network returns one depth map per scale, so that check can only warn. Its warning is muted.
+        quiet = logging.getLogger("mlflow.models.model")
+        level, quiet.level = quiet.level, logging.ERROR
+        try:
+            mlflow.pytorch.log_model(model, name=name, run_id=self.id, model_id=logged.model_id,
+                                     serialization_format="pickle", code_paths=[str(Path(models.__file__).parent)],
+                                     pip_requirements=[f"{p}=={importlib.metadata.version(p)}"
+                                                       for p in ("torch", "timm")],
+                                     signature=infer_signature(example.numpy(), depth.numpy()),
+                                     input_example=example.numpy())
+        finally:
+            quiet.setLevel(level)
         if registered_name:
             mlflow.register_model(f"models:/{logged.model_id}", registered_name)
         return logged.model_id
