@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from flows.orchestration import make_task_runner, pipeline_run_name, stage_arg_t
 from tasks import tracking
 from tasks.params import Params, load_params
 
+SERVE_ENV = "METADEPTH_SERVE"  # root, max_parallel and the params of serving time, for the flow-run processes
 PIPELINE_DESCRIPTION = (
     "Runs the whole DAG of dvc.yaml in {root}, like `metadepth run`. The form starts from params.yaml as it was when "
     "`metadepth serve` started; each field you change there is written into {root}/params.yaml before the run "
@@ -121,8 +123,24 @@ def deployments(root: Path, max_parallel: int) -> list[Any]:
     return out
 
 
+def __getattr__(name: str) -> Any:
+    """The served flows by their entrypoint (`flows.serve.pipeline`, `flows.serve.finetune_stage`, ...): Prefect's
+    runner imports them in each flow run's own process, where they are rebuilt from what `serve` put in SERVE_ENV
+    (the same root, parallelism and serving-time params, so the form and the flow agree)."""
+    served = json.loads(os.environ.get(SERVE_ENV, "null"))
+    kind = name.removesuffix("_stage")
+    if served is None or not (name == "pipeline" or (name != kind and kind in stage_arg_table())):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    root, base = Path(served["root"]), Params.model_validate(served["params"])
+    return pipeline_flow(root, base, served["max_parallel"]) if name == "pipeline" else typed_stage_flow(kind, root,
+                                                                                                          base)
+
+
 def serve(root: Path, max_parallel: int, limit: int | None = None) -> None:
     """Serve the deployments so runs can be started (with parameters) from the Prefect UI, until Ctrl-C."""
     from prefect import serve as prefect_serve
 
-    prefect_serve(*deployments(root, max_parallel), limit=limit)
+    served = deployments(root, max_parallel)
+    os.environ[SERVE_ENV] = json.dumps({"root": str(root), "max_parallel": max_parallel,
+                                        "params": served[0].parameters["params"]})
+    prefect_serve(*served, limit=limit)

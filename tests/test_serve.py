@@ -78,3 +78,23 @@ def test_a_ui_run_leaves_untouched_fields_as_params_yaml_has_them_now(monkeypatc
     ui.fn(params=wanted, overrides=["evaluate.batch_size=2"])
     ui.fn(params=base)
     assert got == [["meta.steps=5", "evaluate.batch_size=2"], None]
+
+
+def test_served_entrypoints_import_back_as_the_same_flows(served, monkeypatch):
+    """Prefect's runner starts each flow run in a fresh process that imports the deployment's entrypoint."""
+    import json
+
+    from prefect.utilities.importtools import import_object
+
+    import flows.serve
+
+    with pytest.raises(AttributeError):  # outside `metadepth serve`
+        import_object("flows.serve.pipeline")
+    monkeypatch.setenv(flows.serve.SERVE_ENV, json.dumps({"root": str(ROOT), "max_parallel": 2, "params": served[
+        "pipeline"].parameters["params"]}))
+    for deployment in served.values():
+        flow = import_object(deployment.entrypoint)
+        assert flow.name == deployment.flow_name
+        assert flow.parameters.model_dump()["properties"] == schema(deployment)
+    with pytest.raises(AttributeError):
+        import_object("flows.serve.nothing_stage")
