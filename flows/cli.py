@@ -205,7 +205,8 @@ def prefect_server(root: Path, timeout: float = 180.0):
     url = f"http://127.0.0.1:{port}/api"
     log = open(root / ".metadepth" / "prefect-server.log", "w")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port), "--no-ui"], stdout=log, stderr=subprocess.STDOUT)
+                             "--port", str(port), "--no-ui"], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # Ctrl-C stops the run, which then records it here
     try:
         deadline = time.time() + timeout
         while True:
@@ -273,7 +274,7 @@ def serve(
         if not os.environ.get("PREFECT_API_URL"):
             raise MetadepthError("PREFECT_API_URL is not set: start `prefect server start` and export "
                                  "PREFECT_API_URL=http://127.0.0.1:4200/api (see README)")
-        from flows.pipeline import serve as serve_flows
+        from flows.serve import serve as serve_flows
 
         serve_flows(root, max_parallel)
 

@@ -1,4 +1,4 @@
-"""What Prefect adds around the stages: artifacts, the training concurrency limit, retries, task runners.
+"""What Prefect adds around the stages: run names, artifacts, the training concurrency limit, retries, task runners.
 
 Kept apart from flows/pipeline.py (which maps dvc.yaml onto Prefect tasks) so each policy can be read, and tested, on
 its own, and so the stage code in tasks/ and models/ never needs Prefect: training loops only call the tracker's
@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,51 @@ def artifact_key(*parts: str) -> str:
 
 def _warn(what: str, err: Exception) -> None:
     print(f"warning: {what} failed ({type(err).__name__}: {str(err)[:200]}); the run goes on", flush=True)
+
+
+# --- run names ---------------------------------------------------------------------------------------------------
+
+
+def stage_arg_table() -> dict[str, list[tuple[str, str]]]:
+    """The arguments of each `metadepth stage KIND ...`: (NAME, the params.yaml list its values come from).
+
+    The one place the table is read from here and in flows/serve.py: the stage registry's.
+    """
+    from tasks.stages import STAGES
+
+    return {kind: [(a.name, a.choices) for a in stage.args] for kind, stage in STAGES.items()}
+
+
+def stage_arguments(args: Sequence[str]) -> dict[str, str]:
+    """`metadepth stage` arguments by name: ("finetune", "meta", "0") -> {"START": "meta", "SEED": "0"}."""
+    names = [name for name, _ in stage_arg_table().get(args[0], [])]
+    return dict(zip(names, args[1:], strict=False))
+
+
+def stage_run_name(args: Sequence[str]) -> str:
+    """A readable Prefect flow run name from a stage's arguments: ("finetune", "meta", "0") -> finetune-meta-seed0,
+    ("evaluate",) -> evaluate; instead of Prefect's random ones (`objective-hippo`)."""
+    values = [f"seed{v}" if name == "SEED" else str(v) for name, v in stage_arguments(args).items()]
+    return "-".join([args[0], *values])
+
+
+def pipeline_run_name(overrides: Sequence[str] | None) -> str:
+    """The pipeline's flow run name: `pipeline`, followed by the overrides it runs with."""
+    return " ".join(["pipeline", *(overrides or [])])[:120]
+
+
+def stage_flow_run_name() -> str:
+    """`flow_run_name` of the stage flows (parameter `args`): evaluated by Prefect when the run starts."""
+    from prefect.runtime import flow_run
+
+    return stage_run_name(flow_run.parameters["args"])
+
+
+def pipeline_flow_run_name() -> str:
+    """`flow_run_name` of the pipeline flow (parameter `overrides`)."""
+    from prefect.runtime import flow_run
+
+    return pipeline_run_name(flow_run.parameters.get("overrides"))
 
 
 # --- artifacts ---------------------------------------------------------------------------------------------------
@@ -168,29 +213,44 @@ def ensure_limit(name: str = TRAIN_LIMIT, limit: int = 1) -> None:
 
 
 @contextmanager
-def training_slot(name: str = TRAIN_LIMIT, notice_every: float = 60.0) -> Iterator[None]:
+def training_slot(name: str = TRAIN_LIMIT, notice_every: float = 60.0, poll: float = 5.0) -> Iterator[None]:
     """Hold one slot of the global limit `name` (created with 1 slot if missing) for the duration of the block.
 
     So two pipeline runs, or two variants of one run, never train on one GPU at once. While waiting, a line every
-    `notice_every` seconds says why, and how to free a slot a crashed run left taken.
+    `notice_every` seconds says why; every `poll` seconds, a slot whose holder process no longer exists on this host
+    is taken over (`take_over_dead_holders`). The lease id and this process are recorded on disk for that.
     """
     if not _api_server():
         yield
         return
+    from prefect.concurrency.context import ConcurrencyContext
     from prefect.concurrency.sync import concurrency
 
+    from flows.stopping import forget_holder, remember_holder, take_over_dead_holders
+
     ensure_limit(name)
+    held: list[str] = []
     with ExitStack() as stack:
+        # Prefect records each lease it grants on the innermost ConcurrencyContext: ours, so we learn its id.
+        leases = stack.enter_context(ConcurrencyContext()).cleanup_lease_ids
+        stack.callback(lambda: [forget_holder(lease) for lease in held])  # after the release: never neither
+        last_notice = None
         while True:
+            take_over_dead_holders(name)
             try:
                 # A failed lease renewal (a server hiccup) must not kill hours of training: it only logs.
-                stack.enter_context(concurrency(name, occupy=1, timeout_seconds=notice_every, strict=True,
-                                                raise_on_lease_renewal_failure=False))
+                stack.enter_context(concurrency(name, occupy=1, timeout_seconds=min(poll, notice_every),
+                                                strict=True, raise_on_lease_renewal_failure=False))
                 break
             except TimeoutError:
-                print(f"waiting for a free '{name}' slot: another training stage holds it (`prefect gcl inspect "
-                      f"{name}`; if none runs, free it with `prefect gcl update {name} --active-slots 0`)",
-                      flush=True)
+                if last_notice is None or time.monotonic() - last_notice >= notice_every:
+                    last_notice = time.monotonic()
+                    print(f"waiting for a free '{name}' slot: another training stage holds it (`prefect gcl "
+                          f"inspect {name}`; if none runs, free it with `prefect gcl update {name} --active-slots "
+                          "0`)", flush=True)
+        if leases:
+            held.append(str(leases[-1]))
+            remember_holder(name, held[0])
         yield
 
 

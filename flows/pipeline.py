@@ -23,14 +23,18 @@ from flows.orchestration import (
     STAGE_RETRIES,
     StageProgress,
     make_task_runner,
+    pipeline_flow_run_name,
     publish_report,
     retry_transient,
+    stage_arguments,
+    stage_flow_run_name,
     training_slot,
 )
+from flows.stopping import stop_on_signals
 from tasks import tracking
 from tasks.caching import StageSpec, cache_key, find_stage, load_stages, outputs_exist
 from tasks.io import MetadepthError, project_lock
-from tasks.params import Params, apply_overrides, load_params, params_hash, result_params, subset
+from tasks.params import apply_overrides, load_params, params_hash, result_params, subset
 from tasks.stages import STAGES
 
 
@@ -84,7 +88,10 @@ def stage_task(args: tuple[str, ...], root: str, parent_run_id: str | None = Non
     spec = find_stage(rootp, tuple(args))
     stage = STAGES[spec.kind]
     values = subset(params, list(spec.params))
-    run = tracking.Run(rootp, spec.name, params=values, parent_id=parent_run_id,
+    named = stage_arguments(args)
+    trained = stage.output.format(*[v for k, v in named.items() if k != "SEED"]) if stage.output else None
+    who = tracking.identity(named, model=trained, dataset=params.data.train_domain if stage.trains else None)
+    run = tracking.Run(rootp, spec.name, params=values, parent_id=parent_run_id, identity=who,
                        tags={"kind": "stage", "stage": spec.name, "cache": "miss", "params_hash": params_hash(values)})
     tracker = StageProgress(run, spec.name) if stage.trains else run
     try:
@@ -95,14 +102,17 @@ def stage_task(args: tuple[str, ...], root: str, parent_run_id: str | None = Non
         run.log_metrics(_numbers(result, "final."), step=0)
         if stage.report:
             run.log_artifact(rootp / "reports")
+        if stage.evaluations:
+            tracking.log_evaluations(rootp, run.id, [json.loads((rootp / f).read_text()) for f in result["files"]])
         if stage.checkpoint_artifact:
             run.log_artifact(rootp / result["checkpoint"], "checkpoints")
         if stage.logged_model:  # the deliverable models: loadable with mlflow.pytorch.load_model (README)
             from tasks.checkpoints import model_from_checkpoint
 
-            run.log_model(model_from_checkpoint(rootp / result["checkpoint"])[0])
-    except BaseException:
-        run.end("FAILED")
+            model = model_from_checkpoint(rootp / result["checkpoint"])[0]
+            run.log_model(model, registered_name=f"metadepth-{who['model']}")
+    except BaseException as exc:
+        run.end(tracking.end_status(exc))
         raise
     run.end()
     return {"stage": spec.name, "result": result}
@@ -131,14 +141,16 @@ def _stage_flow(kind: str):
         """Run one stage (as `dvc repro` does, through `metadepth stage`)."""
         rootp = Path(root)
         spec = find_stage(rootp, tuple(args))
-        out = _submit(spec, rootp, os.environ.get(tracking.PARENT_ENV), []).result()
+        with stop_on_signals():
+            out = _submit(spec, rootp, os.environ.get(tracking.PARENT_ENV), []).result()
         if STAGES[spec.kind].report:
             publish_report(rootp, out["result"])
         return out
 
     # A module-level name of its own, so a served deployment can import it back (entrypoint flows.pipeline:<name>).
     stage_flow.__name__ = stage_flow.__qualname__ = f"{kind}_flow"
-    globals()[stage_flow.__name__] = flow(name=f"stage-{kind}", log_prints=True)(stage_flow)
+    globals()[stage_flow.__name__] = flow(name=f"stage-{kind}", log_prints=True,
+                                          flow_run_name=stage_flow_run_name)(stage_flow)
     return globals()[stage_flow.__name__]
 
 
@@ -155,29 +167,21 @@ def dvc_commit(root: Path) -> None:
             stage.ignore_outs()
 
 
-def params_to_overrides(root: Path, wanted: Params) -> list[str]:
-    """The `-S` overrides that turn params.yaml into `wanted` (a full params object from the Prefect UI form)."""
-    current = tracking.flatten(load_params(root / "params.yaml").model_dump(mode="json"))
-    target = tracking.flatten(wanted.model_dump(mode="json"))
-    return [f"{k}={json.dumps(v)}" for k, v in target.items() if current.get(k) != v]
-
-
-@flow(name="pipeline", log_prints=True, task_runner=make_task_runner("thread", DEFAULT_MAX_PARALLEL))
-def pipeline(root: str = ".", overrides: list[str] | None = None, params: Params | None = None,
-             commit: bool = True) -> dict[str, Any]:
+@flow(name="pipeline", log_prints=True, task_runner=make_task_runner("thread", DEFAULT_MAX_PARALLEL),
+      flow_run_name=pipeline_flow_run_name)
+def pipeline(root: str = ".", overrides: list[str] | None = None, commit: bool = True) -> dict[str, Any]:
     """The whole DAG of dvc.yaml as one flow run: a cached task per stage, fan-outs in parallel.
 
-    `params` (the validated schema, a form in the Prefect UI) and `overrides` (`key=value`) are written into
-    params.yaml first, as `dvc exp run -S` does, so DVC and Prefect keep seeing the same values. Stage tasks run
+    `overrides` (`key=value`) are written into params.yaml first, as `dvc exp run -S` does, so DVC and Prefect keep
+    seeing the same values (the Prefect UI's form becomes overrides: flows/serve.py). Stage tasks run
     DEFAULT_MAX_PARALLEL at a time unless the caller gives another task runner (`run_pipeline`, `serve`).
     """
     rootp = Path(root)
-    with project_lock(rootp, "metadepth run"):
-        return _pipeline(rootp, overrides, params, commit)
+    with project_lock(rootp, "metadepth run"), stop_on_signals():
+        return _pipeline(rootp, overrides, commit)
 
 
-def _pipeline(rootp: Path, overrides: list[str] | None, params: Params | None, commit: bool) -> dict[str, Any]:
-    overrides = (params_to_overrides(rootp, params) if params else []) + list(overrides or [])
+def _pipeline(rootp: Path, overrides: list[str] | None, commit: bool) -> dict[str, Any]:
     params = apply_overrides(rootp / "params.yaml", overrides) if overrides else load_params(rootp / "params.yaml")
     stages = topological(load_stages(rootp))
     all_params = result_params(params)
@@ -199,28 +203,14 @@ def _pipeline(rootp: Path, overrides: list[str] | None, params: Params | None, c
             if STAGES[spec.kind].report:
                 publish_report(rootp, results[spec.name]["result"])
         parent.set_tags({"cached_stages": str(len(cached)), "stages": str(len(stages))})
-    except BaseException:
-        parent.end("FAILED")
+    except BaseException as exc:
+        parent.end(tracking.end_status(exc))
         raise
     parent.end()
     if commit:
         dvc_commit(rootp)
     return {"cached": cached, "ran": [n for n in futures if n not in cached], "mlflow_run": parent.id,
             "table": results.get("report", {}).get("result", {}).get("table", "")}
-
-
-def serve(root: Path, max_parallel: int, limit: int | None = None) -> None:
-    """Serve the pipeline and the per-stage flows so runs can be started (with parameters) from the Prefect UI."""
-    from prefect import serve as prefect_serve
-    from prefect.types.entrypoint import EntrypointType
-
-    runner = make_task_runner("thread", max_parallel)
-    deployments = [pipeline.with_options(task_runner=runner).to_deployment(
-        name="metadepth", parameters={"root": str(root)}, entrypoint_type=EntrypointType.MODULE_PATH,
-        description="The whole DAG of dvc.yaml; edit params in the form or give key=value overrides.")]
-    deployments += [f.to_deployment(name="metadepth", parameters={"root": str(root)},
-                                    entrypoint_type=EntrypointType.MODULE_PATH) for f in STAGE_FLOWS.values()]
-    prefect_serve(*deployments, limit=limit)
 
 
 def run_pipeline(root: Path, overrides: list[str], max_parallel: int = DEFAULT_MAX_PARALLEL,

@@ -109,8 +109,8 @@ def launch(params: Params, root: Path, stage: Stage, names: list[str], seed: int
         if not result_file.is_file():
             raise MetadepthError(f"{what}: torchrun ended without rank 0's result; see the output above")
         result = TrainingResult(**json.loads(result_file.read_text()))
-    if stage.curve:
-        log_curve(tracker, Layout(root, seed).curve(stage.curve.format(*names)), stage.metric_names)
+    if stage.output:
+        log_curve(tracker, Layout(root, seed).curve(stage.output.format(*names)), stage.metric_names)
     return result
 
 

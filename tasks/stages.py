@@ -30,11 +30,12 @@ class Stage:
     target: str  # "module:function", called as function(params, root, *args, [tracker=...,] [seed=...])
     args: tuple[Arg, ...] = ()
     trains: bool = False  # holds the accelerator: the training slot, torchrun when nproc_per_node > 1, progress
-    curve: str | None = None  # the curve's name, "{0}" = the first argument (replayed after torchrun)
+    output: str | None = None  # the checkpoint and curve a training stage writes, "{0}" = its first argument
     metric_names: dict[str, str] = field(default_factory=dict)  # curve column -> tracker metric
     checkpoint_artifact: bool = False  # the result's checkpoint is logged with the stage's MLflow run
     logged_model: bool = False  # ... and as an MLflow model (the deliverables)
     report: bool = False  # the stage writes reports/: logged as artifacts and published to Prefect
+    evaluations: bool = False  # the result's metrics files become one nested MLflow run each
 
     @property
     def seeded(self) -> bool:
@@ -59,11 +60,11 @@ STAGES: dict[str, Stage] = {s.kind: s for s in (
     Stage("prepare", "tasks.preprocess.prepare:prepare", (Arg("DATASET", "data.domains"),)),
     Stage("init", "tasks.initialize:run_init", (Arg("KIND", "init.kinds"), SEED), checkpoint_artifact=True),
     Stage("meta_init", "tasks.meta_init:run_meta_init", (Arg("VARIANT", "meta.variants"), SEED), trains=True,
-          curve="{0}", metric_names=_META_LOGS, checkpoint_artifact=True),
-    Stage("supervised", "tasks.finetune:run_supervised", (SEED,), trains=True, curve="sup",
+          output="{0}", metric_names=_META_LOGS, checkpoint_artifact=True),
+    Stage("supervised", "tasks.finetune:run_supervised", (SEED,), trains=True, output="sup",
           metric_names=_SUPERVISED_LOGS, checkpoint_artifact=True),
     Stage("finetune", "tasks.finetune:run_finetune", (Arg("START", "finetune.inits"), SEED), trains=True,
-          curve="ft_{0}", metric_names=_SUPERVISED_LOGS, checkpoint_artifact=True, logged_model=True),
-    Stage("evaluate", "tasks.evaluate:run_evaluate_all"),  # every model x dataset x seed, in one process
+          output="ft_{0}", metric_names=_SUPERVISED_LOGS, checkpoint_artifact=True, logged_model=True),
+    Stage("evaluate", "tasks.evaluate:run_evaluate_all", evaluations=True),  # every model x dataset x seed
     Stage("report", "tasks.report:run_report", report=True),
 )}

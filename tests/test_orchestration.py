@@ -27,6 +27,7 @@ from flows.orchestration import (
     publish_report,
     retry_transient,
 )
+from tasks import tracking
 from tasks.io import MetadepthError
 from tasks.telemetry import NullTracker, report_progress
 
@@ -282,3 +283,31 @@ def test_a_waiting_training_stage_says_why(project, capsys):
         pass
     other.join()
     assert f"waiting for a free '{TRAIN_LIMIT}' slot" in capsys.readouterr().out
+
+
+def test_stage_flow_runs_are_named_after_their_arguments_and_runs_carry_their_identity(project, monkeypatch,
+                                                                                       mlflow_uri):
+    """`metadepth stage finetune meta 0` and the typed UI deployment (start="meta", seed=0) both give the flow run
+    finetune-meta-seed0 (not a random name), and the stage's MLflow run is tagged with what it trained."""
+    from mlflow.tracking import MlflowClient
+    from prefect.client.orchestration import get_client
+
+    from flows.pipeline import STAGE_FLOWS
+    from flows.serve import typed_stage_flow
+    from tasks.params import load_params
+
+    monkeypatch.setattr("flows.pipeline.run_stage_body", lambda *a: {"checkpoint": FAKE_CHECKPOINT})
+    states = [STAGE_FLOWS["finetune"](["finetune", "meta", "0"], str(project), return_state=True),
+              typed_stage_flow("finetune", project, load_params(project / "params.yaml"))(
+                  start="meta", seed=0, return_state=True)]
+    with get_client(sync_client=True) as client:
+        runs = [client.read_flow_run(s.state_details.flow_run_id) for s in states]
+    assert [(r.name, r.state.type.value) for r in runs] == [("finetune-meta-seed0", "COMPLETED")] * 2
+    client = MlflowClient(mlflow_uri)
+    [stage_run, *_] = client.search_runs(
+        [client.get_experiment_by_name(tracking.experiment_name(project)).experiment_id],
+        "tags.stage = 'finetune@meta-0'",
+        order_by=["attributes.start_time DESC"])
+    tags = stage_run.data.tags
+    assert (tags["model"], tags["init"], tags["seed"], tags["dataset"]) == ("ft_meta", "meta", "0", "loft")
+    assert stage_run.data.params["model"] == "ft_meta"

@@ -78,7 +78,7 @@ def test_finetuned_model_loads_back_like_its_checkpoint(tiny, tmp_path):
     reference = model_from_checkpoint(Path(client.download_artifacts(run_id, ckpt.path, str(tmp_path))))[0].eval()
     mlflow.set_tracking_uri(uri)
     try:
-        loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
+        loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/finetune-meta-0")  # named after its run
     finally:
         mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
     x = torch.rand(2, 3, 32, 48)
