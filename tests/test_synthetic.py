@@ -1,4 +1,4 @@
-"""Tests for the procedural synthetic RGB-D generator (tasks/preprocess/synthetic.py)."""
+"""Tests for the procedural synthetic RGB-D generator (tasks/preprocess/synthetic/)."""
 
 import math
 
