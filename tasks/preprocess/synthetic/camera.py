@@ -39,7 +39,7 @@ def look_camera(position: tuple[float, float, float], yaw_deg: float, pitch_deg:
     yaw, pitch, roll = (math.radians(a) for a in (yaw_deg, pitch_deg, roll_deg))
     forward = np.array([math.cos(pitch) * math.sin(yaw), math.sin(pitch), math.cos(pitch) * math.cos(yaw)])
     right = np.cross(forward, [0.0, 1.0, 0.0])
-    right /= np.linalg.norm(right)
+    right /= math.hypot(*right)  # not np.linalg.norm: its BLAS kernel differs per CPU in the last bit
     down = np.cross(forward, right)
     # Roll turns the image plane axes about the optical axis.
     right, down = (math.cos(roll) * right + math.sin(roll) * down,

@@ -44,12 +44,17 @@ def hsv_colour(rng: np.random.Generator, box: HSVBox) -> np.ndarray:
     """Linear albedo drawn from a display-referred HSV box."""
     h = rng.uniform(box[0], box[1]) % 1.0
     rgb = colorsys.hsv_to_rgb(h, rng.uniform(box[2], box[3]), rng.uniform(box[4], box[5]))
-    return np.asarray(rgb) ** PALETTE_GAMMA
+    return _linear(rgb)
 
 
 def grey(rng: np.random.Generator, value_range: Range) -> np.ndarray:
     """Linear albedo of a neutral grey drawn from a display-referred value range."""
-    return np.full(3, rng.uniform(*value_range)) ** PALETTE_GAMMA
+    return _linear((rng.uniform(*value_range),) * 3)
+
+
+def _linear(rgb: tuple[float, ...]) -> np.ndarray:
+    """Display-referred to linear with Python's (libm's) pow: numpy's float64 power differs per CPU kernel."""
+    return np.array([float(c) ** PALETTE_GAMMA for c in rgb])
 
 
 def kelvin_tint(kelvin: float) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tasks.preprocess.synthetic.materials import Materials
+from tasks.preprocess.synthetic.numerics import exp32
 from tasks.preprocess.synthetic.raycast import MIN_HIT_DISTANCE, REGION_BOX, REGION_CORRIDOR, REGION_ROOM, Hits
 from tasks.preprocess.synthetic.scene import Scene
 from tasks.preprocess.synthetic.textures import PATTERN_NAMES, PATTERNS
@@ -47,17 +48,17 @@ def _occlusion(scene: Scene, hits: Hits, strength: float) -> np.ndarray:
     plane_dist = np.minimum(p - room_box[:3], room_box[3:] - p)
     plane_dist[np.arange(len(room)), hits.axis[room]] = np.inf  # ignore the hit face's own plane
     edge = plane_dist.min(1)
-    ao[room] -= strength * np.exp(-edge / AO_RADIUS_M)
+    ao[room] -= strength * exp32(-edge / AO_RADIUS_M)
     floor = room[p[:, 1] < CONTACT_FLOOR_M]
     if len(floor) and len(scene.obstacles):
         q = hits.point[floor][:, [0, 2]]
         r = scene.obstacles
         dx = np.maximum(np.maximum(r[:, 0] - q[:, :1], q[:, :1] - r[:, 1]), 0.0)
         dz = np.maximum(np.maximum(r[:, 2] - q[:, 1:], q[:, 1:] - r[:, 3]), 0.0)
-        near = np.exp(-np.sqrt(dx * dx + dz * dz).min(1) / CONTACT_RADIUS_M)
+        near = exp32(-np.sqrt(dx * dx + dz * dz).min(1) / CONTACT_RADIUS_M)
         ao[floor] *= 1.0 - strength * near
     boxes = np.flatnonzero(hits.region == REGION_BOX)
-    ao[boxes] -= strength * np.exp(-hits.point[boxes, 1] / AO_RADIUS_M)
+    ao[boxes] -= strength * exp32(-hits.point[boxes, 1] / AO_RADIUS_M)
     return np.clip(ao, 0.0, 1.0)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tasks.preprocess.synthetic.numerics import sin32
 from tasks.preprocess.synthetic.specs import Range
 
 # Pattern names usable in DomainSpec texture weights, and the range of their characteristic size (m).
@@ -122,7 +123,7 @@ def _pattern_wood(u, v, c1, c2, seed, scale, fp):
     tone = _hash01(plank, 0, seed)
     # Grain lines run along the plank and wander with low-frequency noise.
     warp = _value_noise(u / WOOD_WARP_M, v / scale * WOOD_GRAIN_LINES, seed)
-    grain = 0.5 + 0.5 * np.sin(2 * np.pi * (v / scale + WOOD_WARP * warp) * WOOD_GRAIN_LINES)
+    grain = 0.5 + 0.5 * sin32(2 * np.pi * (v / scale + WOOD_WARP * warp) * WOOD_GRAIN_LINES)
     p = WOOD_TONE * tone + WOOD_GRAIN * grain
     long_seam = _coverage(v / scale, WOOD_GAP, fp / scale)
     end_seam = _coverage(u / WOOD_PLANK_LENGTH_M + tone, WOOD_GAP * scale / WOOD_PLANK_LENGTH_M,
