@@ -34,10 +34,23 @@ def build_scene(domain: str, seed: int, scene: int) -> Scene:
     return build_room(_domain_spec(domain), _rng(seed, domain, SCENE_STREAM, scene))
 
 
-def sample_view(domain: str, index: int, seed: int, height: int, width: int) -> tuple[Scene, Camera]:
+def scene_of(spec: DomainSpec, index: np.ndarray | int, scenes: int | None = None) -> np.ndarray | int:
+    """The room of sample `index`: runs of frames_per_scene consecutive samples share one room.
+
+    With `scenes`, the runs cycle over that many rooms only, so n samples show at most `scenes` distinct rooms
+    (each sample still has its own camera); None, or at least as many rooms as runs, changes nothing.
+    """
+    if scenes is not None and scenes < 1:
+        raise ValueError(f"scenes must be at least 1, got {scenes}")
+    run = index // spec.frames_per_scene
+    return run if scenes is None else run % scenes
+
+
+def sample_view(domain: str, index: int, seed: int, height: int, width: int,
+                scenes: int | None = None) -> tuple[Scene, Camera]:
     """The room and camera of sample `index`; exposed so tests can check the rendered depth against them."""
     spec = _domain_spec(domain)
-    scene = build_scene(domain, seed, index // spec.frames_per_scene)
+    scene = build_scene(domain, seed, scene_of(spec, index, scenes))
     return scene, sample_camera(spec, scene, _rng(seed, domain, FRAME_STREAM, index), height, width)
 
 
@@ -50,13 +63,13 @@ def _render(spec: DomainSpec, scene: Scene, camera: Camera, rng: np.random.Gener
     return rgb, depth
 
 
-def render_batch(domain: str, indices: np.ndarray, seed: int, height: int,
-                 width: int) -> dict[str, np.ndarray]:
-    """Renders the given sample indices of a domain.
+def render_batch(domain: str, indices: np.ndarray, seed: int, height: int, width: int,
+                 scenes: int | None = None) -> dict[str, np.ndarray]:
+    """Renders the given sample indices of a domain, drawn from `scenes` distinct rooms if given (scene_of).
 
     Returns {'rgb': (B,H,W,3) uint8 RGB, 'depth': (B,H,W) float32 metres planar (z) depth with 0 = invalid,
     'intrinsics': (B,4) float32 fx, fy, cx, cy in pixels at (height, width), 'scene': (B,) int64 scene id}.
-    Each sample depends only on (domain, seed, index), so batching never changes the data.
+    Each sample depends only on (domain, seed, index, scenes), so batching never changes the data.
     """
     spec = _domain_spec(domain)
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -65,11 +78,10 @@ def render_batch(domain: str, indices: np.ndarray, seed: int, height: int,
         "rgb": np.empty((batch, height, width, 3), np.uint8),
         "depth": np.empty((batch, height, width), np.float32),
         "intrinsics": np.empty((batch, 4), np.float32),
-        "scene": indices // spec.frames_per_scene,
+        "scene": scene_of(spec, indices, scenes),
     }
     rooms: dict[int, Scene] = {}  # consecutive frames usually share a room: build it once per batch
-    for b, index in enumerate(indices.tolist()):
-        scene_id = index // spec.frames_per_scene
+    for b, (index, scene_id) in enumerate(zip(indices.tolist(), out["scene"].tolist(), strict=True)):
         if scene_id not in rooms:
             rooms[scene_id] = build_scene(domain, seed, scene_id)
         rng = _rng(seed, domain, FRAME_STREAM, index)
@@ -79,18 +91,18 @@ def render_batch(domain: str, indices: np.ndarray, seed: int, height: int,
     return out
 
 
-def generate(domain: str, n: int, seed: int, height: int, width: int,
-             batch_size: int = 64) -> Iterator[dict[str, np.ndarray]]:
+def generate(domain: str, n: int, seed: int, height: int, width: int, batch_size: int = 64,
+             scenes: int | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Streams samples 0..n-1 in order, one render_batch at a time, so memory is bounded by batch_size.
 
     Arguments are checked here rather than on the first next(), so a bad domain fails where it is named.
     """
-    _domain_spec(domain)
+    scene_of(_domain_spec(domain), 0, scenes)  # checks scenes
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
 
     def batches() -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, n, batch_size):
-            yield render_batch(domain, np.arange(start, min(start + batch_size, n)), seed, height, width)
+            yield render_batch(domain, np.arange(start, min(start + batch_size, n)), seed, height, width, scenes)
 
     return batches()
