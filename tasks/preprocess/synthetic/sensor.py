@@ -50,12 +50,13 @@ def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
     taps = [math.exp(-(i * i) / (2 * sigma * sigma)) for i in range(-radius, radius + 1)]
     weights = [t / math.fsum(taps) for t in taps]
     for axis in (0, 1):
-        n = img.shape[axis]
         pad = [(0, 0)] * img.ndim
         pad[axis] = (radius, radius)
         padded = np.pad(img, pad, mode="reflect")  # numpy's reflect = OpenCV's BORDER_REFLECT_101
+        window = [slice(None)] * img.ndim
         out = np.zeros_like(img)
         for i, w in enumerate(weights):
-            out += w * padded.take(np.arange(i, i + n), axis=axis)
+            window[axis] = slice(i, i + img.shape[axis])
+            out += w * padded[tuple(window)]
         img = out
     return img
