@@ -32,6 +32,7 @@ class DataParams(_Strict):
     height: int = Field(ge=16, le=2048)  # training / evaluation resolution
     width: int = Field(ge=16, le=2048)
     train_size: int = Field(ge=1)  # frames per split for generated (synthetic) datasets
+    train_scenes: int | None = Field(default=None, ge=1)  # distinct rooms in synthetic train splits; None: all
     val_size: int = Field(ge=1)
     test_size: int = Field(ge=1)
     min_depth: float = Field(gt=0)  # depth outside [min_depth, max_depth] is marked invalid (0) in shards
@@ -59,6 +60,9 @@ class DataParams(_Strict):
             raise ValueError(f"train_domain {self.train_domain!r} is not one of domains {self.domains}")
         if self.min_depth >= self.max_depth:
             raise ValueError("min_depth must be smaller than max_depth")
+        if self.train_scenes is not None and self.train_domain in self.sources:
+            raise ValueError(f"train_scenes applies to synthetic domains only, and train_domain {self.train_domain!r} "
+                             "is a real dataset (data.sources); set train_scenes: null")
         return self
 
 

@@ -1,4 +1,4 @@
-"""Tests for the procedural synthetic RGB-D generator (tasks/preprocess/synthetic.py)."""
+"""Tests for the procedural synthetic RGB-D generator (tasks/preprocess/synthetic/)."""
 
 import math
 
@@ -172,3 +172,60 @@ def test_unknown_domain_is_rejected_with_the_valid_names(call) -> None:
         call()
     for name in syn.DOMAINS:
         assert name in str(err.value)
+
+
+def test_scenes_limit_the_distinct_rooms_and_keep_every_camera() -> None:
+    per_scene = syn.DOMAINS["office"].frames_per_scene
+    limited = syn.render_batch("office", np.arange(24), 0, H, W, scenes=2)
+    assert set(limited["scene"].tolist()) == {0, 1}
+    assert len({frame.tobytes() for frame in limited["rgb"]}) == 24  # 24 distinct views of 2 rooms
+    # The first two rooms' frames are the unlimited ones; a limit of at least the number of rooms changes nothing.
+    unlimited = syn.render_batch("office", np.arange(24), 0, H, W)
+    for key in unlimited:
+        np.testing.assert_array_equal(limited[key][: 2 * per_scene], unlimited[key][: 2 * per_scene])
+        np.testing.assert_array_equal(syn.render_batch("office", np.arange(24), 0, H, W, scenes=6)[key],
+                                      unlimited[key])
+    # Frame 2 * per_scene is back in room 0: the same boxes as frame 0, its own camera.
+    scene_a, cam_a = syn.sample_view("office", 0, 0, H, W, scenes=2)
+    scene_b, cam_b = syn.sample_view("office", 2 * per_scene, 0, H, W, scenes=2)
+    np.testing.assert_array_equal(scene_a.boxes, scene_b.boxes)
+    assert not np.array_equal(cam_a.position, cam_b.position)
+    with pytest.raises(ValueError, match="scenes"):
+        syn.generate("office", 4, 0, H, W, scenes=0)
+
+
+def test_train_scenes_limits_the_train_split_of_prepared_data(tmp_path) -> None:
+    import pandas as pd
+
+    from tasks.params import load_params
+    from tasks.preprocess.prepare import prepare
+
+    base = load_params("params.yaml")
+    manifests = {}
+    for scenes in (None, 2):
+        data = base.data.model_copy(update={"domains": ["studio"], "train_domain": "studio", "height": H, "width": W,
+                                            "train_size": 30, "val_size": 12, "test_size": 12, "train_scenes": scenes})
+        prepare(base.model_copy(update={"data": data}), "studio", tmp_path / str(scenes))
+        manifests[scenes] = pd.read_csv(tmp_path / str(scenes) / "data" / "prepared" / "studio" / "manifest.csv")
+    limited, full = (m.groupby("split")["scene"].nunique() for m in (manifests[2], manifests[None]))
+    assert limited["train"] == 2 and full["train"] == 5  # 30 frames, 6 per studio room
+    assert (manifests[2]["split"] == "train").sum() == 30
+    for split in ("val", "test"):
+        pd.testing.assert_frame_equal(manifests[2][manifests[2]["split"] == split],
+                                      manifests[None][manifests[None]["split"] == split])
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"train_scenes": 0}, "data.train_scenes: Input should be greater than or equal to 1"),
+    ({"train_scenes": -3}, "data.train_scenes: Input should be greater than or equal to 1"),
+    ({"train_scenes": 2, "domains": ["va", "loft"], "train_domain": "va",
+      "sources": {"va": {"format": "va", "path": "va"}}}, "train_scenes applies to synthetic domains only"),
+])
+def test_train_scenes_is_validated_with_its_key(data: dict, message: str) -> None:
+    from tasks.io import MetadepthError
+    from tasks.params import load_params, validate
+
+    raw = load_params("params.yaml").model_dump(mode="json")
+    raw["data"].update(data)
+    with pytest.raises(MetadepthError, match=message):
+        validate(raw)

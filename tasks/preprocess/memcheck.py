@@ -3,7 +3,7 @@
     python -m tasks.preprocess.memcheck                 # 200 vs 2000 frames, 2 workers
     python -m tasks.preprocess.memcheck --frames 100 1000 --workers 0
 
-Fixture: small synthetic frames (tasks/preprocess/synthetic.py, 120x160) written as a rendered-folder dataset
+Fixture: small synthetic frames (tasks/preprocess/synthetic/, 120x160) written as a rendered-folder dataset
 (RGB PNG + 16-bit depth PNG, 10 scenes), ingested at the params.yaml default resolution in a fresh process per size.
 Reported: the ingesting process's resident memory after imports (torch is most of it) and its peak, the largest
 worker's peak, and the peak of all processes together (sampled with psutil by `ChildrenRSS`, which
