@@ -82,7 +82,7 @@ def prepared_digest() -> str:
     params = params.model_copy(update={"seed": 0, "data": data})
     h = hashlib.sha256()
     with tempfile.TemporaryDirectory() as tmp:
-        prepare(params, "studio", Path(tmp))
+        prepare(params, Path(tmp), "studio")
         out = Path(tmp) / "data" / "prepared" / "studio"
         for split in ("train", "val", "test"):
             with h5py.File(out / f"{split}.h5", "r") as f:
