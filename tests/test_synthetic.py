@@ -205,7 +205,7 @@ def test_train_scenes_limits_the_train_split_of_prepared_data(tmp_path) -> None:
     for scenes in (None, 2):
         data = base.data.model_copy(update={"domains": ["studio"], "train_domain": "studio", "height": H, "width": W,
                                             "train_size": 30, "val_size": 12, "test_size": 12, "train_scenes": scenes})
-        prepare(base.model_copy(update={"data": data}), "studio", tmp_path / str(scenes))
+        prepare(base.model_copy(update={"data": data}), tmp_path / str(scenes), "studio")
         manifests[scenes] = pd.read_csv(tmp_path / str(scenes) / "data" / "prepared" / "studio" / "manifest.csv")
     limited, full = (m.groupby("split")["scene"].nunique() for m in (manifests[2], manifests[None]))
     assert limited["train"] == 2 and full["train"] == 5  # 30 frames, 6 per studio room
