@@ -82,6 +82,7 @@ def stage_task(args: tuple[str, ...], root: str, parent_run_id: str | None = Non
     its resume snapshot. Training stages hold the `metadepth-train` concurrency slot and show a progress artifact.
     """
     from tasks.dispatch import run_stage  # torch and the stage code: only when a stage really runs
+    from tasks.runtime import trains_on_gpu
 
     rootp = Path(root)
     params = load_params(rootp / "params.yaml")
@@ -95,7 +96,8 @@ def stage_task(args: tuple[str, ...], root: str, parent_run_id: str | None = Non
                        tags={"kind": "stage", "stage": spec.name, "cache": "miss", "params_hash": params_hash(values)})
     tracker = StageProgress(run, spec.name) if stage.trains else run
     try:
-        with training_slot() if stage.trains else nullcontext():
+        # One training at a time per GPU; on the CPU they share the cores (run_pipeline) instead.
+        with training_slot() if stage.trains and trains_on_gpu(params.runtime) else nullcontext():
             result = as_record(run_stage(params, rootp, tuple(args), tracker))
         if stage.trains:
             tracker.finish()
@@ -216,5 +218,11 @@ def _pipeline(rootp: Path, overrides: list[str] | None, commit: bool) -> dict[st
 def run_pipeline(root: Path, overrides: list[str], max_parallel: int = DEFAULT_MAX_PARALLEL,
                  task_runner: str = "thread", dask_address: str | None = None, commit: bool = True) -> dict[str, Any]:
     """`metadepth run`: the pipeline flow on a thread pool of `max_parallel`, or on Dask (see make_task_runner)."""
+    from tasks.runtime import share_cpu, trains_on_gpu
+
+    runtime = load_params(Path(root) / "params.yaml").runtime
+    if task_runner == "thread" and not trains_on_gpu(runtime):
+        threads = share_cpu(runtime, max_parallel)
+        print(f"CPU: up to {max_parallel} stages side by side, {threads} torch thread(s) each", flush=True)
     runner = make_task_runner(task_runner, max_parallel, dask_address)
     return pipeline.with_options(task_runner=runner)(str(root), overrides or None, commit=commit)

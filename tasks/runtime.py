@@ -32,6 +32,29 @@ def _device(rt: RuntimeParams) -> torch.device:
     return device
 
 
+def trains_on_gpu(rt: RuntimeParams) -> bool:
+    """Whether training stages use a GPU: they then take turns on it (the `metadepth-train` slot); on the CPU,
+    independent trainings run side by side instead, each on its share of the cores."""
+    return rt.device == "cuda" or (rt.device == "auto" and torch.cuda.is_available())
+
+
+def share_cpu(rt: RuntimeParams, parallel: int) -> int:
+    """Give each of `parallel` stages running side by side in this process its share of the cores (unless
+    runtime.num_threads says otherwise); returns the torch threads set.
+
+    torch's intra-op pool is per process, so the share is set once for the process. Measured on the 2-core
+    machine (benchmarks/cpu_parallel.py, docs/performance.md): two trainings at one thread each finish well
+    before the same two one after the other with both threads.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    threads = rt.num_threads or max(1, cores // max(parallel, 1))
+    torch.set_num_threads(threads)
+    return threads
+
+
 def _amp_dtype(rt: RuntimeParams, device: torch.device) -> torch.dtype | None:
     """'auto' is bf16 on a GPU that has it and off on CPU, where bf16 kernels are mostly slower than float32.
 

@@ -204,13 +204,9 @@ def test_our_own_errors_are_not_retried(project, monkeypatch):
     assert state.is_failed() and len(calls) == 1
 
 
-def test_training_stages_never_overlap_and_hold_the_global_limit(project, monkeypatch):
+def _recorder(spans, held, lock):
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
-
-    spans: dict[str, tuple[float, float]] = {}
-    held = []
-    lock = threading.Lock()
 
     def train(params, root, args, tracker):
         start = time.monotonic()
@@ -224,7 +220,16 @@ def test_training_stages_never_overlap_and_hold_the_global_limit(project, monkey
             spans[" ".join(args)] = (start, time.monotonic())
         return {"checkpoint": FAKE_CHECKPOINT}
 
-    monkeypatch.setattr("tasks.dispatch.run_stage", train)
+    return train
+
+
+def test_training_stages_never_overlap_on_a_gpu_and_hold_the_global_limit(project, monkeypatch):
+    from prefect.client.orchestration import get_client
+
+    spans: dict[str, tuple[float, float]] = {}
+    held: list = []
+    monkeypatch.setattr("tasks.dispatch.run_stage", _recorder(spans, held, threading.Lock()))
+    monkeypatch.setattr("tasks.runtime.trains_on_gpu", lambda runtime: True)
     specs = training_specs(project)[:2]
     assert len(specs) == 2
     states = run_in_flow(project, specs)
@@ -235,6 +240,17 @@ def test_training_stages_never_overlap_and_hold_the_global_limit(project, monkey
     with get_client(sync_client=True) as client:
         limit = client.read_global_concurrency_limit_by_name(TRAIN_LIMIT)
     assert limit.limit == 1 and limit.active_slots == 0  # created with one slot, released afterwards
+
+
+def test_training_stages_run_side_by_side_on_the_cpu(project, monkeypatch):
+    spans: dict[str, tuple[float, float]] = {}
+    held: list = []
+    monkeypatch.setattr("tasks.dispatch.run_stage", _recorder(spans, held, threading.Lock()))
+    monkeypatch.setattr("tasks.runtime.trains_on_gpu", lambda runtime: False)
+    states = run_in_flow(project, training_specs(project)[:2])
+    assert all(s.is_completed() for s in states)
+    (_, a_end), (b_start, _) = sorted(spans.values())
+    assert b_start < a_end, f"the CPU trainings ran one after the other: {spans}"
 
 
 def test_progress_artifact_follows_the_training_steps(project, monkeypatch):
@@ -296,7 +312,7 @@ def test_stage_flow_runs_are_named_after_their_arguments_and_runs_carry_their_id
     from flows.serve import typed_stage_flow
     from tasks.params import load_params
 
-    monkeypatch.setattr("flows.pipeline.run_stage_body", lambda *a: {"checkpoint": FAKE_CHECKPOINT})
+    monkeypatch.setattr("tasks.dispatch.run_stage", lambda *a: {"checkpoint": FAKE_CHECKPOINT})
     states = [STAGE_FLOWS["finetune"](["finetune", "meta", "0"], str(project), return_state=True),
               typed_stage_flow("finetune", project, load_params(project / "params.yaml"))(
                   start="meta", seed=0, return_state=True)]
