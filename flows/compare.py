@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from tasks import tracking
 from tasks.io import MetadepthError
-from tasks.params import parse_override
+from tasks.params_file import parse_override
 
 HEADLINE_SUFFIXES = ("zero_shot_mean.rmse", "zero_shot_mean.abs_rel", "zero_shot_mean.a1",
                      "zero_shot_mean.rmse_change_pct")
