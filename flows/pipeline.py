@@ -26,7 +26,7 @@ from flows.orchestration import (
     retry_transient,
     training_slot,
 )
-from flows.stage_args import STAGE_KINDS
+from flows.stage_args import STAGE_ARGS, STAGE_KINDS, check_stage_args  # noqa: F401 - the last two: for importers
 from tasks import tracking
 from tasks.caching import StageSpec, cache_key, find_stage, load_stages, outputs_exist
 from tasks.io import MetadepthError, project_lock

@@ -36,7 +36,8 @@ def prefect_server(root: Path, timeout: float = 180.0) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}/api"
     log = open(root / ".metadepth" / "prefect-server.log", "w")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port), "--no-ui"], stdout=log, stderr=subprocess.STDOUT)
+                             "--port", str(port), "--no-ui"], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # Ctrl-C stops the run, which then records it here
     try:
         deadline = time.time() + timeout
         while True:

@@ -200,8 +200,7 @@ def write_ply(path: Path, points: np.ndarray, colors: np.ndarray, *, as_ascii: b
 
 
 def resolve_device(device: str) -> torch.device:
-    if device not in ("auto", "cpu", "cuda"):
-        raise MetadepthError(f"--device {device!r}: choose auto, cpu or cuda")
+    """The torch device for `--device` (checked by predict_paths before anything is imported)."""
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -295,6 +294,8 @@ def predict_paths(
         raise MetadepthError(f"--batch-size {batch_size}: must be at least 1")
     if max_side is not None and max_side < 8:
         raise MetadepthError(f"--max-side {max_side}: must be at least 8 pixels")
+    if device not in ("auto", "cpu", "cuda"):
+        raise MetadepthError(f"--device {device!r}: choose auto, cpu or cuda")
     if not inputs:
         raise MetadepthError("no inputs given; pass image files or folders")
     camera = camera or Camera()

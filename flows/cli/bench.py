@@ -18,8 +18,10 @@ app = typer.Typer()
 
 @app.command()
 def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="tiny sizes (tests/CI): seconds, not minutes; skips the "
-                                                        "orchestration, threads and torch.compile timings")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="tiny sizes through the same code (tests, CI): about a "
+                                                        "minute on a small shared CPU, a third of it importing torch "
+                                                        "and timm; skips the orchestration, threads and "
+                                                        "torch.compile timings")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="where to write the JSON report "
                                                            "(default: reports/bench.json)")] = None,
     threads: Annotated[int, typer.Option(min=0, help="torch intra-op threads for every section; 1 keeps timings "
