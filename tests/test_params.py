@@ -273,3 +273,15 @@ def test_paper_profile_changes_no_other_line(tmp_path):
         if old != new:
             assert old.split(":")[0].strip() in keys, (old, new)
     assert before.count("\n") == f.read_text().count("\n")
+
+
+def test_every_field_is_described_for_the_prefect_form():
+    """The Prefect UI's Params form shows each field's description: none may be left blank."""
+    from tasks.params import Params
+
+    schema = Params.model_json_schema()
+    sections = [("Params", schema), *schema["$defs"].items()]
+    blank = [f"{name}.{key}" for name, section in sections for key, field in section.get("properties", {}).items()
+             if not field.get("description") and "$ref" not in field]
+    assert blank == []
+    assert schema["$defs"]["FinetuneParams"]["properties"]["steps"]["description"] == "fine-tuning steps"
