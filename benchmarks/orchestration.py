@@ -104,7 +104,8 @@ def _ran(stdout: str) -> list[str]:
 
 def _default_run_share(cfg: BenchConfig) -> dict[str, Any]:
     from tasks import tracking
-    from tasks.params import load_params, params_hash, result_params
+    from tasks.param_values import params_hash, result_params
+    from tasks.params import load_params
 
     uri = tracking.tracking_uri(cfg.timing_root)
     try:

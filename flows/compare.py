@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from tasks import tracking
 from tasks.io import MetadepthError
-from tasks.params import parse_override
+from tasks.params_file import parse_override
 
 HEADLINE_PREFIXES = ("zero_shot.", "claims.")  # keys of reports/metrics.json (docs/contracts.md) as the runs log them
 Format = Literal["markdown", "csv"]

@@ -8,7 +8,6 @@ started, so a stage computed by `dvc repro` is a cache hit for a later `metadept
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from contextlib import nullcontext
@@ -34,28 +33,9 @@ from flows.stopping import stop_on_signals
 from tasks import tracking
 from tasks.caching import StageSpec, cache_key, find_stage, load_stages, outputs_exist
 from tasks.io import MetadepthError, project_lock
-from tasks.params import apply_overrides, load_params, params_hash, result_params, subset
+from tasks.param_values import apply_overrides, params_hash, result_params, subset
+from tasks.params import load_params
 from tasks.stages import STAGES
-
-
-def check_stage_args(root: Path, args: tuple[str, ...]) -> None:
-    """Reject a bad `metadepth stage` command line with one line naming the argument, before any flow starts."""
-    if not args or args[0] not in STAGES:
-        got = repr(args[0]) if args else "nothing"
-        raise MetadepthError(f"unknown stage {got}; stages are {', '.join(STAGES)}")
-    kind, rest, wanted = args[0], args[1:], STAGES[args[0]].args
-    params = load_params(root / "params.yaml").model_dump(mode="json")
-    choices = {a.choices: [str(v) for v in functools.reduce(lambda node, k: node[k], a.choices.split("."), params)]
-               for a in wanted}
-    if len(rest) != len(wanted):
-        names = " ".join(a.name for a in wanted) or "no arguments"
-        example = " ".join(["metadepth stage", kind, *(choices[a.choices][0] for a in wanted)])
-        raise MetadepthError(f"stage {kind}: expected {names}, got {len(rest)} argument(s); e.g. `{example}`")
-    for value, a in zip(rest, wanted, strict=True):
-        if value not in choices[a.choices]:
-            raise MetadepthError(f"stage {kind}: unknown {a.name} {value!r}; choose from {a.choices} "
-                                 f"{choices[a.choices]} (params.yaml)")
-    find_stage(root, args)  # dvc.yaml must agree (it is built from the same lists)
 
 
 def as_record(result: Any) -> dict[str, Any]:

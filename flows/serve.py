@@ -69,7 +69,8 @@ def typed_stage_flow(kind: str, root: Path, params: Params) -> Any:
     """Stage `kind` as a flow with typed parameters (named `stage-<kind>`, like the flow `metadepth stage` runs)."""
     from prefect import flow
 
-    from flows.pipeline import STAGE_FLOWS, check_stage_args
+    from flows.pipeline import STAGE_FLOWS
+    from flows.stage_args import check_stage_args
 
     def run_stage(**values: Any) -> dict[str, Any]:
         args = stage_args(kind, values)

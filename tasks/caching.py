@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.io import MetadepthError, content_hash, save_hash_memo
-from tasks.params import Params, subset
+from tasks.param_values import subset
+from tasks.params import Params
 
 CACHE_POLICY_VERSION = 1  # bump to invalidate every Prefect cache record after a change to this policy
 

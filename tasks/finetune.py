@@ -22,7 +22,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tasks.distributed import batches_at, mean_across_ranks, stream_seed
 from tasks.io import MetadepthError
 from tasks.layout import training_seed
-from tasks.params import Params, subset
+from tasks.param_values import subset
+from tasks.params import Params
 from tasks.preprocess.shards import ShardDataset
 from tasks.telemetry import Tracker
 from tasks.training import TrainingResult, TrainingRun, augment_fn, loss_fn_for

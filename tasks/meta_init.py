@@ -15,7 +15,8 @@ from models.augment import make_task_augment
 from models.reptile import Reptile
 from tasks.distributed import batches_at, meta_positions, task_generator
 from tasks.layout import training_seed
-from tasks.params import Params, subset
+from tasks.param_values import subset
+from tasks.params import Params
 from tasks.preprocess.shards import ShardDataset
 from tasks.telemetry import Tracker
 from tasks.training import TrainingResult, TrainingRun, augment_fn, criterion_for, loss_fn_for

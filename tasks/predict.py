@@ -7,6 +7,9 @@ never leaves a half-written .npy that looks finished.
 
 Images of the same working size are batched together; the network accepts any size, so nothing is padded or
 cropped. Pending images are bounded (see `MAX_PENDING_BATCHES`), so memory does not grow with the number of inputs.
+
+torch (and timm, through the model) is imported only once every argument and input has been checked: a wrong path
+is reported in a fraction of a second, not after the seconds those imports take.
 """
 
 from __future__ import annotations
@@ -15,14 +18,15 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
 
-from tasks.checkpoints import model_from_checkpoint
 from tasks.io import MetadepthError, atomic_write
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DEFAULT_FOV_DEG = 60.0
@@ -81,9 +85,10 @@ class FoundImages:
 def find_images(inputs: list[Path], out_dir: Path) -> FoundImages:
     """Expand folders recursively into image files; explicit files are kept whatever their suffix.
 
-    A file named on the command line is the user's request, so if it is not an image the user hears about it. Inside a
-    folder only image suffixes are taken (a README or a depth .npy next to the images is not an error); hidden files
-    and anything under the output folder (a re-run must not eat its own previews) are left out.
+    Every input named on the command line must yield something: a file without an image suffix, or a folder
+    without images, is an error naming it. Inside a folder only image suffixes are taken (a README or a depth .npy
+    next to the images is not an error); hidden files and anything under the output folder (a re-run must not eat
+    its own previews) are left out.
     """
     out_resolved = out_dir.resolve()
     found = FoundImages()
@@ -101,7 +106,9 @@ def find_images(inputs: list[Path], out_dir: Path) -> FoundImages:
         used.add(key)
         found.files.append((path, Path(key)))
 
+    accepted = f"accepted: {' '.join(IMAGE_SUFFIXES)} files, or folders of them"
     for inp in inputs:
+        before = len(found.files)
         if inp.is_dir():
             for path in sorted(inp.rglob("*")):
                 rel = path.relative_to(inp)
@@ -113,7 +120,11 @@ def find_images(inputs: list[Path], out_dir: Path) -> FoundImages:
                     add(path, rel)
                 else:
                     found.ignored.append(path)
+            if len(found.files) == before:
+                raise MetadepthError(f"{inp}: no images found in this folder ({accepted})")
         elif inp.is_file():
+            if inp.suffix.lower() not in IMAGE_SUFFIXES:
+                raise MetadepthError(f"{inp}: not an image file (suffix {inp.suffix or 'none'!r}; {accepted})")
             add(inp, Path(inp.name))
         else:
             raise MetadepthError(f"{inp}: no such file or folder; check the path")
@@ -189,8 +200,9 @@ def write_ply(path: Path, points: np.ndarray, colors: np.ndarray, *, as_ascii: b
 
 
 def resolve_device(device: str) -> torch.device:
-    if device not in ("auto", "cpu", "cuda"):
-        raise MetadepthError(f"--device {device!r}: choose auto, cpu or cuda")
+    """The torch device for `--device` (checked by predict_paths before anything is imported)."""
+    import torch
+
     if device == "cuda" and not torch.cuda.is_available():
         raise MetadepthError("--device cuda: no GPU is visible; use --device auto or cpu")
     if device == "auto":
@@ -221,11 +233,14 @@ def _batches(found: FoundImages, batch_size: int, max_side: int | None,
     yield from pending.values()
 
 
-@torch.inference_mode()
 def predict_batch(model: torch.nn.Module, images: list[np.ndarray], device: torch.device) -> np.ndarray:
-    """(B, h, w) float32 metres for same-size (h, w, 3) float images in [0, 1]: the network's scale-0 output."""
+    """(B, h, w) float32 metres for same-size (h, w, 3) float images in [0, 1]: the network's scale-0 output, which
+    is at input resolution."""
+    import torch
+
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous().to(device)
-    return model(x)[0][:, 0].float().cpu().numpy()  # scale 0 is at input resolution
+    with torch.inference_mode():
+        return model(x)[0][:, 0].float().cpu().numpy()
 
 
 def _write_outputs(item: _Item, depth: np.ndarray, out_dir: Path, *, ply: bool, ply_ascii: bool,
@@ -268,20 +283,26 @@ def predict_paths(
 
     Outputs mirror the input layout under `out_dir`: `<name>.npy` (float32 metres, input resolution),
     `<name>.png` (preview) and with `ply` `<name>.ply`. Unreadable files are skipped and reported through
-    `on_warning`; with `strict` the first one raises MetadepthError instead.
+    `on_warning`; with `strict` the first one raises MetadepthError instead, and so does a run that predicts nothing.
     """
+    if not Path(checkpoint).is_file():
+        raise MetadepthError(f"{checkpoint}: checkpoint not found; pass a file the pipeline wrote, e.g. "
+                             "data/checkpoints/seed0/ft_meta.pt")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise MetadepthError(f"--out {out_dir}: is a file; pass a folder (created if missing)")
     if batch_size < 1:
         raise MetadepthError(f"--batch-size {batch_size}: must be at least 1")
     if max_side is not None and max_side < 8:
         raise MetadepthError(f"--max-side {max_side}: must be at least 8 pixels")
+    if device not in ("auto", "cpu", "cuda"):
+        raise MetadepthError(f"--device {device!r}: choose auto, cpu or cuda")
     if not inputs:
         raise MetadepthError("no inputs given; pass image files or folders")
     camera = camera or Camera()
+    found = find_images(list(inputs), out_dir)  # every argument is checked by here; now the heavy imports
     torch_device = resolve_device(device)
-    found = find_images(list(inputs), out_dir)
-    if not found.files:
-        where = ", ".join(str(p) for p in inputs)
-        raise MetadepthError(f"{where}: no images found (looked for {' '.join(IMAGE_SUFFIXES)})")
+    from tasks.checkpoints import model_from_checkpoint
+
     model, payload = model_from_checkpoint(Path(checkpoint))
     model.to(torch_device).eval()
 
@@ -308,6 +329,9 @@ def predict_paths(
                 bar.update(task, completed=predicted + len(skipped))
         if bar:
             bar.update(task, completed=len(found.files))
+    if not predicted:
+        raise MetadepthError(f"no image could be read from {', '.join(str(p) for p in inputs)} "
+                             f"({len(skipped)} skipped, see the warnings above); nothing was written")
     if found.ignored:
         warn(f"ignored {len(found.ignored)} file(s) without an image suffix in the input folders "
              f"(e.g. {found.ignored[0]})")

@@ -28,12 +28,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tasks.io import MetadepthError
-from tasks.params import TrackingParams, _format_error, read_raw
+from tasks.params import TrackingParams
+from tasks.params_file import format_error, read_raw
 
 EXPERIMENT = TrackingParams().experiment
 PARENT_ENV = "METADEPTH_PARENT_RUN_ID"  # set by `metadepth run`/`repro` so stage processes nest under it
 FLUSH_EVERY = 200
-# What a stage argument (flows/pipeline.py STAGE_ARGS names) says about the run: its identity key.
+# What a stage argument (the names of tasks/stages.py's Arg) says about the run: its identity key.
 IDENTITY_KEYS = {"DATASET": "dataset", "SEED": "seed", "KIND": "model", "VARIANT": "model", "MODEL": "model",
                  "START": "init"}
 _OPEN: dict[str, Run] = {}  # runs of this process not yet ended, by id
@@ -51,9 +52,9 @@ def settings(root: Path) -> TrackingParams:
     if not path.is_file():
         return TrackingParams()
     try:
-        return _TrackingSection.model_validate(json.loads(json.dumps(read_raw(path) or {}))).tracking
+        return _TrackingSection.model_validate(read_raw(path) or {}).tracking
     except ValidationError as err:
-        raise MetadepthError(_format_error(err, str(path))) from None
+        raise MetadepthError(format_error(err, str(path), _TrackingSection)) from None
 
 
 def tracking_home(root: Path) -> Path:
@@ -330,8 +331,6 @@ def latest_runs(root: Path, n: int, experiment: str | None = None, filter_string
 
 def log_report(run: Run, root: Path) -> None:
     """Attach the report to a pipeline run and copy its headline numbers as run metrics, for side-by-side views."""
-    import json
-
     reports = root / "reports"
     run.log_artifact(reports, "report")
     summary = reports / "metrics.json"

@@ -26,7 +26,8 @@ from tasks.checkpoints import model_from_checkpoint, save_checkpoint
 from tasks.distributed import barrier, check_ranks_agree
 from tasks.io import MetadepthError, content_hash
 from tasks.layout import Layout, training_seed
-from tasks.params import AugmentParams, LossParams, Params, params_hash
+from tasks.param_values import params_hash
+from tasks.params import AugmentParams, LossParams, Params
 from tasks.preprocess.shards import ShardDataset, shard_path
 from tasks.resume import ResumeState
 from tasks.runtime import Runtime

@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from flows.cli import QUIET_ENV  # noqa: E402
+from flows.cli._common import QUIET_ENV  # noqa: E402
 
 for key, value in QUIET_ENV.items():
     os.environ.setdefault(key, value)
@@ -37,7 +37,7 @@ def mlflow_uri(session_dir: Path) -> str:
 @pytest.fixture(scope="session")
 def prefect_api(session_dir: Path, mlflow_uri: str):
     """One Prefect server for every end-to-end test (subprocesses inherit PREFECT_API_URL)."""
-    from flows.cli import prefect_server
+    from flows.server import prefect_server
 
     os.environ["PREFECT_HOME"] = str(session_dir / "prefect")
     (session_dir / "prefect").mkdir(exist_ok=True)

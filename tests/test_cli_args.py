@@ -103,3 +103,73 @@ def test_help_and_no_arguments_still_show_help():
     assert runner.invoke(app, ["--help"]).exit_code == 0
     result = runner.invoke(app, [])
     assert "Usage" in result.output and "stage" in result.output
+
+
+# ---------------------------------------------------------------- fast answers: no heavy import before the checks
+
+HEAVY = ("torch", "timm", "prefect", "mlflow", "dvc")
+# (argv, project folder, words of the answer): each must come without importing any of HEAVY
+FAST = [
+    (["predict", "missing.pt", "images"], "ok", "missing.pt: checkpoint not found"),
+    (["predict", "fake.pt", "README.md"], "ok", "README.md: not an image file"),
+    (["predict", "fake.pt", "images"], "ok", "images: no images found in this folder"),
+    (["predict", "fake.pt", "images", "--device", "gpu"], "ok", "--device 'gpu'"),
+    (["stage", "finetnue", "scratch", "0"], "ok", "unknown stage 'finetnue'"),
+    (["stage", "finetune", "nope", "0"], "ok", "unknown START 'nope'"),
+    (["stage", "evaluate", "ft_meta"], "ok", "expected MODEL DATASET SEED"),
+    (["run", "-S", "finetune.steps=-3"], "ok", "finetune.steps: Input should be greater than or equal to 1"),
+    (["run", "-S", "finetune.stepz=3"], "ok", "did you mean finetune.steps?"),
+    (["run", "--task-runner", "nope"], "ok", "nope"),
+    (["stage", "prepare", "loft"], "broken", "params.yaml:3:5: not valid YAML: expected ',' or ']', but got ':'"),
+    (["run"], "renamed", "finetune.stepz: unknown key; did you mean finetune.steps?"),
+    (["profile", "nope"], "ok", "profiles/nope.yaml: profile not found"),
+    (["bench", "--only", "nope"], "ok", "--only 'nope'"),
+    (["data", "ingest", "images", "--format", "hm3d", "--name", "../x"], "ok", "--name '../x'"),
+    (["stage", "--help"], "ok", "finetune START (finetune.inits) SEED (seeds)"),
+    (["--version"], "ok", "metadepth 0."),
+]
+
+_FAST_SCRIPT = """
+import json, os, sys
+from typer.testing import CliRunner
+from flows.cli import app
+out = []
+for argv, folder in json.loads(sys.argv[1]):
+    os.chdir(folder)
+    r = CliRunner().invoke(app, argv, prog_name="metadepth")
+    out.append([r.exit_code, r.stdout + r.stderr])
+heavy = sorted({m.split(".")[0] for m in sys.modules} & set(json.loads(sys.argv[2])))
+print(json.dumps({"results": out, "heavy": heavy}))
+"""
+
+
+def test_argument_errors_come_before_any_heavy_import(tmp_path):
+    """Every check above answers with torch, timm, Prefect, MLflow and DVC never imported (they cost seconds to
+    tens of seconds on a small machine), in one fresh interpreter that runs them all."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    folders = {name: tmp_path / name for name in ("ok", "broken", "renamed")}
+    for folder in folders.values():
+        folder.mkdir()
+        shutil.copy2(ROOT / "dvc.yaml", folder / "dvc.yaml")
+    text = (ROOT / "params.yaml").read_text()
+    (folders["ok"] / "params.yaml").write_text(text)
+    (folders["broken"] / "params.yaml").write_text("seed: 0\nseeds: [0\ndata: {}\n")  # an unclosed list
+    (folders["renamed"] / "params.yaml").write_text(text.replace("  steps: 300", "  stepz: 300"))
+    (folders["ok"] / "README.md").write_text("not an image")
+    (folders["ok"] / "fake.pt").write_bytes(b"not read: the inputs are checked first")
+    (folders["ok"] / "images").mkdir()
+    cases = [[argv, str(folders[folder])] for argv, folder, _ in FAST]
+    env = {k: v for k, v in os.environ.items() if k != "DVC_ROOT"}
+    proc = subprocess.run([sys.executable, "-c", _FAST_SCRIPT, json.dumps(cases), json.dumps(HEAVY)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.splitlines()[-1])
+    for (argv, _, words), (code, output) in zip(FAST, report["results"], strict=True):
+        assert words in " ".join(output.split()), (argv, output)
+        answered = argv[-1] in ("--help", "--version")
+        assert (code == 0) if answered else (code == 1 and output.strip().startswith("error: ")), (argv, output)
+    assert report["heavy"] == [], f"imported before the argument checks: {report['heavy']}"

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from tasks.io import MetadepthError
-from tasks.params import apply_overrides, load_params, read_raw, subset, validate
+from tasks.param_values import apply_overrides, subset
+from tasks.params import load_params, read_raw, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,7 +99,7 @@ def test_subset_reads_dotted_keys():
 
 
 def test_paper_profile_applies_and_validates(tmp_path):
-    from tasks.params import profile_overrides
+    from tasks.params_file import profile_overrides
 
     f = tmp_path / "params.yaml"
     f.write_text((ROOT / "params.yaml").read_text())
@@ -120,7 +121,7 @@ def test_tracking_settings_change_no_result():
     """`tracking` is not a stage input: no dvc.yaml stage lists it, and it is left out of what runs log and hash."""
     from ruamel.yaml import YAML
 
-    from tasks.params import result_params
+    from tasks.param_values import result_params
 
     stages = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"]
     listed = [k for s in stages.values() for k in (s.get("do") or s).get("params", [])]
@@ -148,3 +149,140 @@ def test_tracking_section_is_optional_and_read_alone(tmp_path, monkeypatch):
     f.write_text("tracking: {mlflow_uri: runs/m.db}\n")
     with pytest.raises(MetadepthError, match=r"tracking\.mlflow_uri: .*not a tracking URI"):
         settings(tmp_path)
+    f.write_text("tracking: {experimnet: mine}\n")
+    with pytest.raises(MetadepthError, match=r"tracking\.experimnet: unknown key; did you mean tracking\.experiment"):
+        settings(tmp_path)
+
+
+# ---------------------------------------------------------------- reading errors: where, and what was meant
+
+# (params.yaml text, the one line's "file:line:column" and problem)
+YAML_ERRORS = [
+    ("seed: 0\ndata: [1, 2\nmodel: {}\n", "params.yaml:3:6: not valid YAML: expected ',' or ']', but got ':'"),
+    ("seed: 0\n  bad: 1\n", "params.yaml:2:6: not valid YAML: mapping values are not allowed here"),
+    ("seed: 0\nseed: 1\n", 'params.yaml:2:1: not valid YAML: found duplicate key "seed"'),
+    ("a: 'open\n", "params.yaml:2:1: not valid YAML: found unexpected end of stream"),
+    ("a: @x\n", "params.yaml:1:4: not valid YAML: found character '@' that cannot start any token"),
+    ("a:\n\t- 1\n", "params.yaml:2:1: not valid YAML: found character '\\t' that cannot start any token"),
+]
+
+
+@pytest.mark.parametrize("text, message", YAML_ERRORS, ids=[m.split(": ", 2)[-1] for _, m in YAML_ERRORS])
+def test_yaml_syntax_error_gives_file_line_and_column(tmp_path, monkeypatch, text, message):
+    monkeypatch.chdir(tmp_path)
+    Path("params.yaml").write_text(text)
+    with pytest.raises(MetadepthError) as err:
+        load_params("params.yaml")
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+# (where a key is renamed or misspelt: section path, old name, new name; the closest valid key the error names)
+RENAMED = [
+    ((), "runtime", "runtimes", "runtimes: unknown key; did you mean runtime?"),
+    (("finetune",), "steps", "step", "finetune.step: unknown key; did you mean finetune.steps?"),
+    (("meta", "task_augment"), "mixup", "mix_up", "meta.task_augment.mix_up: unknown key; did you mean "
+                                                  "meta.task_augment.mixup?"),
+    (("runtime",), "num_workers", "workers", "runtime.workers: unknown key; did you mean runtime.num_workers?"),
+    (("finetune",), "lr", "learning_rate_zz", "finetune.learning_rate_zz: unknown key; valid here: inits, steps"),
+]
+
+
+@pytest.mark.parametrize("section, old, new, message", RENAMED, ids=[r[2] for r in RENAMED])
+def test_renamed_key_is_reported_as_unknown_with_the_closest_key(section, old, new, message):
+    raw = raw_params()
+    node = raw
+    for k in section:
+        node = node[k]
+    node[new] = node.pop(old)
+    with pytest.raises(MetadepthError) as err:
+        validate(raw)
+    assert f"params.yaml: {message}" in str(err.value), str(err.value)
+    assert "(and 1 more)" in str(err.value)  # the missing key it left behind is counted, not shown first
+
+
+def test_misspelt_key_inside_a_variant_or_source_gets_the_closest_key():
+    raw = raw_params()
+    raw["meta"]["variants"]["meta_l8"] = {"inner_stepz": 8}
+    with pytest.raises(MetadepthError, match=r"variants\.meta_l8: inner_stepz: unknown key; did you mean inner_steps"):
+        validate(raw)
+    raw = raw_params()
+    raw["data"]["sources"] = {"real": {"formt": "va", "path": "va"}}
+    with pytest.raises(MetadepthError, match=r"data\.sources\.real\.formt: unknown key; did you mean "
+                                             r"data\.sources\.real\.format"):
+        validate(raw)
+
+
+def test_misspelt_override_names_the_closest_key(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text((ROOT / "params.yaml").read_text())
+    with pytest.raises(MetadepthError, match=r"unknown key finetune\.stepz; did you mean finetune\.steps\?"):
+        apply_overrides(f, ["finetune.stepz=3"])
+    with pytest.raises(MetadepthError, match=r"unknown key finetunes; did you mean finetune\?"):
+        apply_overrides(f, ["finetunes.steps=3"])
+    with pytest.raises(MetadepthError, match=r"override 'seeds=\[0': not valid YAML"):
+        apply_overrides(f, ["seeds=[0"])
+
+
+# ---------------------------------------------------------------- writing overrides: only the values named change
+
+OVERRIDES = {  # override -> the params.yaml key line it may change (every other line must stay byte-identical)
+    "finetune.steps=7": "  steps: 300",
+    "seeds=[0, 1, 2]": "seeds: [0]",
+    "init.pretrained_path=weights/enc.pth": "  pretrained_path: null",
+    "runtime.compile_mode=max-autotune": "  compile_mode: default",
+    "meta.task_augment={mixup: false, mixup_alpha: 0.4, channel_shuffle: true, shuffle_fraction: 0.5}":
+        "    mixup: true",  # a block mapping replaced by a flow one: its first line, and its other lines go
+    "evaluate.per_dataset={office: {crop: eigen}}": "  per_dataset: {}",
+    "model.encoder=convnext_pico": "  encoder: convnext_atto",
+}
+
+
+def test_overrides_change_only_the_lines_of_the_values_they_name(tmp_path):
+    import difflib
+
+    f = tmp_path / "params.yaml"
+    before = (ROOT / "params.yaml").read_text()
+    f.write_text(before)
+    p = apply_overrides(f, list(OVERRIDES))
+    assert p.finetune.steps == 7 and p.seeds == [0, 1, 2] and p.init.pretrained_path == "weights/enc.pth"
+    assert p.meta.task_augment.shuffle_fraction == 0.5 and p.evaluate.protocol("office").crop == "eigen"
+    assert load_params(f) == p
+    old, new = before.splitlines(keepends=True), f.read_text().splitlines(keepends=True)
+    changed = [line.rstrip("\n") for tag, i1, i2, _, _ in difflib.SequenceMatcher(None, old, new, autojunk=False)
+               .get_opcodes() if tag != "equal" for line in old[i1:i2]]
+    allowed = {line.split("#")[0].rstrip() for line in OVERRIDES.values()}
+    allowed |= {"    mixup_alpha: 0.4", "    channel_shuffle: true", "    shuffle_fraction: 0.25"}
+    assert {line.split("#")[0].rstrip() for line in changed} == allowed
+    text = f.read_text()
+    assert text.count(": null") == before.count(": null") - 1  # untouched nulls stay `null`, never a blank
+    assert "seeds: [0, 1, 2]       # training seeds" in text  # the style and the comment of a changed line stay
+    assert "  per_dataset: {office: {crop: eigen}}   # dataset -> protocol overrides" in text
+    apply_overrides(f, ["init.pretrained_path=null", "init.pretrained_path="])  # back to null, either spelling
+    assert "  pretrained_path: null\n" in f.read_text() and load_params(f).init.pretrained_path is None
+
+
+def test_paper_profile_changes_no_other_line(tmp_path):
+    from tasks.params_file import profile_overrides
+
+    f = tmp_path / "params.yaml"
+    before = (ROOT / "params.yaml").read_text()
+    f.write_text(before)
+    overrides = profile_overrides(ROOT / "profiles" / "paper.yaml")
+    apply_overrides(f, overrides)
+    keys = {o.split("=")[0].split(".")[-1] for o in overrides}
+    for old, new in zip(before.splitlines(), f.read_text().splitlines(), strict=True):
+        if old != new:
+            assert old.split(":")[0].strip() in keys, (old, new)
+    assert before.count("\n") == f.read_text().count("\n")
+
+
+def test_every_field_is_described_for_the_prefect_form():
+    """The Prefect UI's Params form shows each field's description: none may be left blank."""
+    from tasks.params import Params
+
+    schema = Params.model_json_schema()
+    sections = [("Params", schema), *schema["$defs"].items()]
+    blank = [f"{name}.{key}" for name, section in sections for key, field in section.get("properties", {}).items()
+             if not field.get("description") and "$ref" not in field]
+    assert blank == []
+    assert schema["$defs"]["FinetuneParams"]["properties"]["steps"]["description"] == "fine-tuning steps"

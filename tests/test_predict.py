@@ -201,3 +201,27 @@ def test_cli(checkpoint, images, tmp_path):
     assert strict.exit_code == 1
     errors = [line for line in strict.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "corrupt.png" in errors[0] and "--strict" in errors[0]
+
+
+@pytest.mark.parametrize("name, message", [
+    ("notes.txt", r"notes\.txt: not an image file \(suffix '\.txt'; accepted: \.png .*or folders of them\)"),
+    ("empty", r"empty: no images found in this folder \(accepted: \.png "),
+    ("corrupt.png", r"no image could be read from .*corrupt\.png \(1 skipped"),
+])
+def test_an_explicit_input_that_yields_nothing_is_an_error(checkpoint, images, tmp_path, name, message):
+    """Named next to a good image too: each input on the command line must give something (issue 15, item 4)."""
+    (images / "empty").mkdir()
+    inputs = [images / name] if name == "corrupt.png" else [images / "a.png", images / name]
+    with pytest.raises(MetadepthError, match=message):
+        predict_paths(checkpoint, inputs, tmp_path / "out")
+    assert not list((tmp_path / "out").rglob("*.npy"))  # nothing half-done: the check comes first
+
+
+def test_cli_predict_of_a_readme_fails_in_one_line(checkpoint, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# not an image")
+    result = CliRunner().invoke(app, ["predict", str(checkpoint), str(readme), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [f"error: {readme}: not an image file (suffix '.md'; accepted: "
+                                                  ".png .jpg .jpeg .bmp .tif .tiff files, or folders of them)"]
+    assert not (tmp_path / "o").exists()

@@ -78,7 +78,7 @@ def test_log_model_needs_no_active_run(tmp_path, mlflow_uri):
 def test_queued_experiment_copy_runs_here_but_records_in_the_parent(tmp_path, monkeypatch):
     """`dvc exp run --queue` runs stages in a temporary copy (the cwd) and sets DVC_ROOT to the parent project: the
     stage must use the copy's params and outputs, and keep its MLflow records in the parent, which outlives the copy."""
-    from flows.cli import project_root
+    from flows.cli._common import project_root
 
     parent = tmp_path / "parent"
     copy = parent / ".dvc" / "tmp" / "exps" / "tmpabc"

@@ -23,7 +23,8 @@ import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from tasks.io import MetadepthError, atomic_write
-from tasks.params import Params, params_hash
+from tasks.param_values import params_hash
+from tasks.params import Params
 from tasks.preprocess.parallel import FramePool, Result
 from tasks.preprocess.reader_base import Reader, Sample
 from tasks.preprocess.readers import make_reader

@@ -15,7 +15,8 @@ from typing import Any
 from rich.progress import Progress
 
 from tasks.io import MetadepthError, atomic_write
-from tasks.params import Params, params_hash, subset
+from tasks.param_values import params_hash, subset
+from tasks.params import Params
 from tasks.preprocess import synthetic
 from tasks.preprocess.shards import SPLITS, write_manifest, write_split
 

@@ -17,13 +17,15 @@ from typing import Annotated
 
 import typer
 
-data_app = typer.Typer(no_args_is_help=True, help="Ingest real datasets into prepared shards and inspect them.")
+from flows.cli._common import project_root, user_errors
+
+app = typer.Typer(no_args_is_help=True, help="Ingest real datasets into prepared shards and inspect them.")
 
 
 def _options(pairs: list[str]) -> dict:
     """`-o KEY=VALUE` reader options (YAML values); a malformed one is named as the option it is."""
     from tasks.io import MetadepthError
-    from tasks.params import parse_override
+    from tasks.params_file import parse_override
 
     out = {}
     for text in pairs:
@@ -35,7 +37,7 @@ def _options(pairs: list[str]) -> dict:
     return out
 
 
-@data_app.command()
+@app.command()
 def formats() -> None:
     """List the registered dataset formats and their default options."""
     from tasks.preprocess.readers import READERS
@@ -45,7 +47,7 @@ def formats() -> None:
         typer.echo(f"{name}: " + ", ".join(f"{k}={v}" for k, v in defaults.items()))
 
 
-@data_app.command()
+@app.command()
 def ingest(
     source: Annotated[Path, typer.Argument(help="the dataset as downloaded: a folder, or NYU's .mat file")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="reader: see `metadepth data formats`")],
@@ -61,14 +63,9 @@ def ingest(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing data/prepared/NAME")] = False,
 ) -> None:
     """Read a dataset in its official format and write prepared shards + manifest under data/prepared/NAME."""
-    from flows.cli import project_root, user_errors
-
     with user_errors():
         from tasks.io import MetadepthError
         from tasks.params import DOMAIN_NAME, load_params
-        from tasks.preprocess.ingest import default_workers
-        from tasks.preprocess.ingest import ingest as run_ingest
-        from tasks.preprocess.readers import make_reader
 
         root = project_root()
         if not re.match(DOMAIN_NAME, name):
@@ -76,8 +73,13 @@ def ingest(
         out = root / "data" / "prepared" / name
         if out.exists() and not overwrite:
             raise MetadepthError(f"{out}: already exists; pass --overwrite to replace it")
+        options = _options(option or [])
         d = load_params(root / "params.yaml").data
-        reader = make_reader(fmt, source, _options(option or []))
+        from tasks.preprocess.ingest import default_workers
+        from tasks.preprocess.ingest import ingest as run_ingest
+        from tasks.preprocess.readers import make_reader
+
+        reader = make_reader(fmt, source, options)
         summary = run_ingest(reader, out, dataset=name, source_label=str(source), height=height or d.height,
                              width=width or d.width, min_depth=d.min_depth, max_depth=d.max_depth,
                              chunk_frames=d.chunk_frames, compression=d.compression,
@@ -90,15 +92,13 @@ def ingest(
                         fg="yellow")
 
 
-@data_app.command()
+@app.command()
 def inspect(
     name: Annotated[str, typer.Argument(help="a dataset under data/prepared/")],
     samples: Annotated[int, typer.Option(min=1, max=64, help="test frames in the grid")] = 8,
     out: Annotated[Path | None, typer.Option(help="grid PNG; default reports/inspect/NAME.png")] = None,
 ) -> None:
     """Print counts, resolution and depth statistics of a prepared dataset, and write a sample grid PNG."""
-    from flows.cli import project_root, user_errors
-
     with user_errors():
         from tasks.preprocess.inspection import sample_grid, summarize
 

@@ -11,15 +11,17 @@ from typing import Annotated
 
 import typer
 
+from flows.cli._common import project_root, user_errors
 
-def register(app: typer.Typer) -> None:
-    """Add the `bench` command to the main CLI app."""
-    app.command()(bench)
+app = typer.Typer()
 
 
+@app.command()
 def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="tiny sizes (tests/CI): seconds, not minutes; skips the "
-                                                        "orchestration, threads and torch.compile timings")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="tiny sizes through the same code (tests, CI): about a "
+                                                        "minute on a small shared CPU, a third of it importing torch "
+                                                        "and timm; skips the orchestration, threads and "
+                                                        "torch.compile timings")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="where to write the JSON report "
                                                            "(default: reports/bench.json)")] = None,
     threads: Annotated[int, typer.Option(min=0, help="torch intra-op threads for every section; 1 keeps timings "
@@ -30,10 +32,8 @@ def bench(
     timing_from: Annotated[Path | None, typer.Option(help="project whose MLflow record gives the default pipeline's "
                                                           "time split (default: this project)")] = None,
 ) -> None:
-    """Benchmark Reptile overhead, data loading, shard layouts, data preparation, inference, orchestration and the
-    CPU step (threads, torch.compile); writes reports/bench.json and prints a summary table."""
-    from flows.cli import project_root, user_errors
-
+    """Benchmark Reptile overhead, data loading, shard layouts, data preparation, inference, orchestration and the CPU
+    step (threads, torch.compile); writes reports/bench.json and prints a summary table."""
     with user_errors():
         root = project_root()
         from benchmarks.bench import parse_only, print_table, run_bench

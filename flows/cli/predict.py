@@ -1,5 +1,5 @@
 """`metadepth predict`: images to depth maps and point clouds. Only the command-line wiring; the work is in
-tasks/predict.py, imported inside the command so `metadepth --help` does not pay for torch."""
+tasks/predict.py, which checks every argument and input before it imports torch."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
+from flows.cli._common import user_errors
 
-def register(app: typer.Typer) -> None:
-    """Add the `predict` command to the main CLI app."""
-    app.command()(predict)
+app = typer.Typer()
 
 
+@app.command()
 def predict(
     checkpoint: Annotated[Path, typer.Argument(help="a metadepth checkpoint, e.g. data/checkpoints/seed0/ft_meta.pt")],
     inputs: Annotated[list[Path], typer.Argument(help="image files or folders (searched recursively for "
@@ -36,26 +36,15 @@ def predict(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Predict metric depth (metres) for images: <name>.npy (float32), <name>.png preview, optionally <name>.ply."""
-    from flows.cli import user_errors
-
     with user_errors():
-        from tasks.io import MetadepthError
         from tasks.predict import Camera, predict_paths
-
-        # Argument checks first, before torch loads or any image is searched: one line naming the argument.
-        if not checkpoint.is_file():
-            raise MetadepthError(f"{checkpoint}: checkpoint not found; pass a file the pipeline wrote, e.g. "
-                                 "data/checkpoints/ft_meta.pt")
-        if out.exists() and not out.is_dir():
-            raise MetadepthError(f"--out {out}: is a file; pass a folder (created if missing)")
-        camera = Camera(fov_deg=fov, fx=fx, fy=fy, cx=cx, cy=cy)
 
         def warn(message: str) -> None:
             typer.secho(f"warning: {message}", fg="yellow", err=True)
 
         summary = predict_paths(checkpoint, inputs, out, batch_size=batch_size, max_side=max_side, device=device,
                                 ply=ply or ply_ascii, ply_ascii=ply_ascii,
-                                camera=camera, strict=strict,
+                                camera=Camera(fov_deg=fov, fx=fx, fy=fy, cx=cx, cy=cy), strict=strict,
                                 show_progress=progress, on_warning=warn)
         skipped = summary["skipped"]
         typer.echo(f"predicted {summary['predicted']} image(s) on {summary['device']} -> {summary['out_dir']}"
