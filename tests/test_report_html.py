@@ -146,9 +146,14 @@ def test_summary_and_metrics_keep_their_contract(project):
     assert claim["n_seeds"] == 2 and claim["ci95"][0] < claim["rmse_change_pct"] < claim["ci95"][1]
     assert summary["claims"]["prior"]["metric"]["verdict"] == "not run"
     assert summary["zero_shot"]["constant"]["metric"]["rmse"] == pytest.approx(2.38)
-    assert summary["in_domain"]["ft_scratch"]["median"]["rmse"] == pytest.approx(1.25 / 2)
+    assert set(summary["in_domain"]) == {"ft_scratch"}  # the baseline's own domain, metric protocol: the headline
+    assert summary["in_domain"]["ft_scratch"]["metric"]["rmse"] == pytest.approx(1.25)
+    assert all(set(v) == {"rmse"} for m in summary["zero_shot"].values() for v in m.values())  # a few columns
 
     detail = json.loads((root / "reports" / "metrics_detail.json").read_text())
+    assert detail["protocols"]["median"]["models"]["ft_scratch"]["columns"]["loft"]["rmse"]["mean"] == \
+        pytest.approx(1.25 / 2)
+    assert detail["claims"]["finetune"]["metric"]["comparison"] == "ft_meta vs ft_scratch"
     cells = detail["protocols"]["metric"]["models"]
     assert cells["ft_scratch"]["columns"]["studio"]["rmse_change_pct"] is None
     assert cells["ft_meta"]["columns"]["studio"]["rmse_change_pct"]["mean"] == pytest.approx(sum(changes) / 2,

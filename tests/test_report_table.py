@@ -169,15 +169,19 @@ def test_headline_metrics_follow_the_contract(project):
     assert set(out) == {"n_seeds", "claims", "zero_shot", "in_domain"} and out["n_seeds"] == 3
     assert set(out["claims"]) == {"prior", "finetune", "finetune_vs_longer"}
     claim = out["claims"]["finetune"]["metric"]
-    assert set(claim) == {"comparison", "rmse_change_pct", "ci95", "n_seeds", "verdict"}
-    assert claim["comparison"] == "ft_meta vs ft_scratch" and claim["n_seeds"] == 3
+    assert set(claim) == {"rmse_change_pct", "ci95", "n_seeds", "verdict"}  # numbers and the verdict only
+    assert claim["n_seeds"] == 3
     assert claim["rmse_change_pct"] == pytest.approx(100 * ((1.6 / 2 + 1.9 / 2.2 + 2.0 / 2.4) / 3 - 1), abs=1e-3)
-    assert out["claims"]["prior"]["median"] == {"comparison": "meta vs sup", "rmse_change_pct": None, "ci95": None,
-                                                "n_seeds": 0, "verdict": "not run"}
+    assert out["claims"]["prior"]["median"] == {"rmse_change_pct": None, "ci95": None, "n_seeds": 0,
+                                                "verdict": "not run"}
+    detail = render.detail_metrics(table, evaluate_claims(table, params.report.claims))
+    assert detail["claims"]["finetune"]["metric"]["comparison"] == "ft_meta vs ft_scratch"
     zs = 5.5 / 3 / 2  # the seed-mean of studio's median-protocol RMSE, rounded to 5 digits in the file
-    assert out["zero_shot"]["ft_meta"]["median"] == pytest.approx({"rmse": zs, "abs_rel": zs / 10, "a1": 1 - zs / 10},
-                                                                   abs=1e-5)
-    assert out["in_domain"]["ft_scratch"]["metric"]["rmse"] == pytest.approx(1.1)
+    assert out["zero_shot"]["ft_meta"]["median"] == pytest.approx({"rmse": zs}, abs=1e-5)
+    median = detail["protocols"]["median"]["models"]["ft_meta"]["columns"]["zero_shot_mean"]
+    assert (median["abs_rel"]["mean"], median["a1"]["mean"]) == pytest.approx((zs / 10, 1 - zs / 10), abs=1e-5)
+    assert out["in_domain"] == {"ft_scratch": {"metric": pytest.approx({"rmse": 1.1, "abs_rel": 0.11, "a1": 0.89},
+                                                                       abs=1e-5)}}
     rows = render.table_rows(table)
     assert len(rows) == 2 * 3 * 3  # protocol x model x column
     for row in rows:  # numbers, not "1.384 / 0.274 / 0.620" strings (the Prefect table artifact)
