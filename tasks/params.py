@@ -288,8 +288,8 @@ class EvaluateParams(ProtocolParams):
 
 
 class ClaimParams(_Strict):
-    model: str  # the model the claim is about, e.g. meta
-    baseline: str  # what it is compared with, seed by seed, e.g. sup
+    model: str = Field(description="the model the claim is about, e.g. meta")
+    baseline: str = Field(description="what it is compared with, seed by seed, e.g. sup")
 
 
 class ReportParams(_Strict):

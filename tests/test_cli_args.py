@@ -116,7 +116,7 @@ FAST = [
     (["predict", "fake.pt", "images", "--device", "gpu"], "ok", "--device 'gpu'"),
     (["stage", "finetnue", "scratch", "0"], "ok", "unknown stage 'finetnue'"),
     (["stage", "finetune", "nope", "0"], "ok", "unknown START 'nope'"),
-    (["stage", "evaluate", "ft_meta"], "ok", "expected MODEL DATASET SEED"),
+    (["stage", "evaluate", "ft_meta"], "ok", "expected no arguments"),
     (["run", "-S", "finetune.steps=-3"], "ok", "finetune.steps: Input should be greater than or equal to 1"),
     (["run", "-S", "finetune.stepz=3"], "ok", "did you mean finetune.steps?"),
     (["run", "--task-runner", "nope"], "ok", "nope"),
