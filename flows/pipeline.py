@@ -88,7 +88,7 @@ def stage_task(args: tuple[str, ...], root: str, parent_run_id: str | None = Non
             tracking.log_evaluations(rootp, run.id, [json.loads((rootp / f).read_text()) for f in result["files"]])
         if stage.checkpoint_artifact:
             run.log_artifact(rootp / result["checkpoint"], "checkpoints")
-        if stage.logged_model:  # the deliverable models: loadable with mlflow.pytorch.load_model (README)
+        if stage.logged_model:  # the deliverable models: loadable with mlflow.pytorch.load_model (docs/tracking.md)
             from tasks.checkpoints import model_from_checkpoint
 
             model = model_from_checkpoint(rootp / result["checkpoint"])[0]

@@ -143,7 +143,7 @@ def serve(
         root = project_root()
         if not os.environ.get("PREFECT_API_URL"):
             raise MetadepthError("PREFECT_API_URL is not set: start `prefect server start` and export "
-                                 "PREFECT_API_URL=http://127.0.0.1:4200/api (see README)")
+                                 "PREFECT_API_URL=http://127.0.0.1:4200/api (see docs/orchestration.md)")
         configure_env(root)
         from flows.serve import serve as serve_flows
 

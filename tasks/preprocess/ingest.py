@@ -176,7 +176,7 @@ def prepare_source(params: Params, dataset: str, root: Path, workers: int | None
     label = raw.relative_to(root).as_posix()
     if not raw.exists():
         raise MetadepthError(f"{label}: not found; put the downloaded {source.format} dataset there and track it "
-                             f"with `dvc add {label}` (README, 'Real datasets')")
+                             f"with `dvc add {label}` (docs/datasets.md)")
     d = params.data
     out = root / "data" / "prepared" / dataset
     summary = ingest(make_reader(source.format, raw, source.options), out, dataset=dataset, source_label=label,

@@ -74,7 +74,7 @@ class Reader:
         self.options = self.parse_options(options)
         if not self.path.exists():
             raise MetadepthError(f"{self.path}: not found; put the downloaded {self.format} data there "
-                                 "(see README, 'Real datasets')")
+                                 "(see docs/datasets.md)")
 
     @classmethod
     def parse_options(cls, options: Mapping[str, Any] | None) -> Any:
