@@ -16,6 +16,7 @@ COPY = ["flows", "tasks", "models", "profiles", "data/raw", "dvc.yaml", "params.
         "pyproject.toml"]
 
 TINY = {
+    "seeds": [0],
     "data": {"domains": ["loft", "studio"], "height": 32, "width": 48, "train_size": 16, "val_size": 4,
              "test_size": 4, "render_batch": 16},
     "model": {"encoder": "test_convnext"},
