@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tasks.common import loss_fn_for, seed_everything
 
 import models.losses as losses_module
 from models.augment import make_task_augment
@@ -34,7 +35,6 @@ from models.losses import depth_loss
 from models.metrics import depth_metrics
 from models.network import DepthNet
 from models.reptile import Reptile
-from tasks.common import loss_fn_for, seed_everything
 from tasks.distributed import batches_at, stream_seed, task_generator
 from tasks.finetune import augment_fn
 from tasks.params import load_params

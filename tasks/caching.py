@@ -48,7 +48,8 @@ def _cache_stamp(root: Path) -> tuple[float, float]:
 
 @functools.lru_cache(maxsize=4)
 def _load_stages(root: str, stamp: tuple[float, float]) -> tuple[StageSpec, ...]:
-    from dvc.exceptions import DvcException  # imported lazily: DVC costs a second at start-up
+    from dvc.dependency.param import ParamsDependency  # imported lazily: DVC costs a second at start-up
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     try:
@@ -64,7 +65,7 @@ def _load_stages(root: str, stamp: tuple[float, float]) -> tuple[StageSpec, ...]
         params: list[str] = []
         deps: list[str] = []
         for d in s.deps:
-            if type(d).__name__ == "ParamsDependency":
+            if isinstance(d, ParamsDependency):
                 params += list(d.params)
             else:
                 deps.append(str(d.def_path))

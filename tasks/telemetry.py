@@ -25,14 +25,15 @@ class NullTracker:
 
 
 def report_progress(stage: str, step: int, total: int, loss: float, every_pct: int = 10,
-                    tracker: Any = None) -> None:
-    """A plain log line every 10%: rich's bar is invisible in DVC/Prefect logs and CI, these lines are not.
+                    tracker: Any = None, echo: bool = True) -> None:
+    """A plain log line every 10% (with `echo`): rich's bar is invisible in DVC/Prefect logs and CI, these lines
+    are not; on a terminal the bar itself shows the loss and the lines stay off it.
 
     Every step also goes to the tracker's optional `progress(done, total)` hook (see `Tracker`); throttling is the
     hook's business, so the training loops need not know what is behind it.
     """
     every = max(1, total * every_pct // 100)
-    if (step + 1) % every == 0 or step + 1 == total:
+    if echo and ((step + 1) % every == 0 or step + 1 == total):
         print(f"{stage}: step {step + 1}/{total} ({100 * (step + 1) // total}%), loss {loss:.4f}", flush=True)
     hook = getattr(tracker, "progress", None)
     if hook is not None:

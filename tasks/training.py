@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import Progress
+from rich.progress import Progress, TextColumn
 
 from models.augment import online_augment_batch
 from models.losses import depth_loss
@@ -129,17 +129,21 @@ class TrainingRun:
         check_finite(value, self.label, step, self.resume.path)
 
     def steps(self) -> Iterator[int]:
-        """The remaining steps; after each: the resume snapshot when due, the bar and the progress line."""
-        with Progress(transient=True, disable=not self.rt.main) as bar:
-            job = bar.add_task(self.label, total=self.total, completed=self.start)
+        """The remaining steps; after each: the resume snapshot when due, the bar (with the loss) on a terminal,
+        else a progress line every 10%."""
+        with Progress(*Progress.get_default_columns(), TextColumn("loss {task.fields[loss]:.4f}"), transient=True,
+                      disable=not self.rt.main) as bar:
+            job = bar.add_task(self.label, total=self.total, completed=self.start, loss=float("nan"))
+            on_terminal = bar.console.is_terminal
             for step in range(self.start, self.total):
                 yield step
                 if self.rt.main and self.resume.due(step):
                     self.resume.save(step + 1, model=self.model, generator=self.generator, curve=self.curve,
                                      **self._stateful)
-                bar.advance(job)
+                bar.update(job, advance=1, loss=self._loss)
                 if self.rt.main:
-                    report_progress(self.label, step, self.total, self._loss, tracker=self.tracker)
+                    report_progress(self.label, step, self.total, self._loss, tracker=self.tracker,
+                                    echo=not on_terminal)
 
     @torch.no_grad()
     def validation_loss(self, batch_size: int = 32) -> float:

@@ -51,7 +51,7 @@ def test_key_follows_code_params_and_data_of_the_stage_only(project):
     code.write_text(original)
     assert key(project, ft) == base
 
-    tiny_params(project / "params.yaml", finetune={"lr": 0.001})
+    tiny_params(project / "params.yaml", finetune={"lr": 0.002})  # the default is 0.001
     assert key(project, ft) != base  # the stage's params
 
     ck = project / "data" / "checkpoints" / "seed0" / "meta.pt"
@@ -61,3 +61,26 @@ def test_key_follows_code_params_and_data_of_the_stage_only(project):
     assert key(project, ("report",)) == report_before  # the report depends on the whole folder
     ck.write_bytes(b"weights")
     assert key(project, ft) != before  # its input data
+
+
+def test_our_reading_of_dvc_yaml_agrees_with_dvcs_public_api(project, monkeypatch):
+    """Each stage's params as DVC's public `dvc.api.params_show(stages=...)` reports them, and the stage list as
+    `dvc stage list` prints it: a DVC upgrade that changed how stages resolve would fail here, not silently change
+    our cache keys."""
+    import subprocess
+
+    import dvc.api
+
+    specs = load_stages(project)
+    listed = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=project, capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert sorted(s.name for s in specs) == sorted(listed)
+    monkeypatch.chdir(project)  # params_show resolves the params file against the working directory
+    for spec in specs:
+        shown = dvc.api.params_show(stages=[spec.name])
+        top = {key.split(".")[0] for key in spec.params}
+        assert top == set(shown), spec.name
+        for key in spec.params:  # every dotted key we hash is a key DVC resolves
+            node = shown
+            for part in key.split("."):
+                node = node[part]

@@ -327,3 +327,11 @@ def test_stage_flow_runs_are_named_after_their_arguments_and_runs_carry_their_id
     tags = stage_run.data.tags
     assert (tags["model"], tags["init"], tags["seed"], tags["dataset"]) == ("ft_meta", "meta", "0", "loft")
     assert stage_run.data.params["model"] == "ft_meta"
+
+
+def test_progress_lines_only_where_no_bar_is_drawn(capsys):
+    """On a terminal the bar shows the loss and no log lines are printed onto it; elsewhere (DVC, CI) they are."""
+    report_progress("fake", 9, 10, 0.5, echo=False)
+    assert capsys.readouterr().out == ""
+    report_progress("fake", 9, 10, 0.5)
+    assert capsys.readouterr().out == "fake: step 10/10 (100%), loss 0.5000\n"

@@ -18,7 +18,7 @@ def raw_params() -> dict:
 def test_default_params_are_valid():
     p = load_params(ROOT / "params.yaml")
     assert p.meta.inner_steps == 4 and p.meta.inner_lr == 1e-3 and p.meta.outer_lr == 0.1  # the paper's values
-    assert p.finetune.lr == 5e-4 and p.finetune.lr_min == 1e-6
+    assert p.finetune.lr == 1e-3 and p.finetune.lr_min == 1e-6  # 1e-3 on the CPU default's encoder, by measurement
     assert p.loss.smooth_weight == 1e-3 and p.loss.scale_decay == 2.3
 
 
@@ -95,7 +95,7 @@ def test_bad_overrides_fail_and_leave_file_untouched(tmp_path, bad):
 
 def test_subset_reads_dotted_keys():
     p = load_params(ROOT / "params.yaml")
-    assert subset(p, ["seed", "finetune.lr"]) == {"seed": p.seed, "finetune.lr": 5e-4}
+    assert subset(p, ["seed", "finetune.lr"]) == {"seed": p.seed, "finetune.lr": 1e-3}
 
 
 def test_paper_profile_applies_and_validates(tmp_path):
@@ -226,14 +226,14 @@ def test_misspelt_override_names_the_closest_key(tmp_path):
 # ---------------------------------------------------------------- writing overrides: only the values named change
 
 OVERRIDES = {  # override -> the params.yaml key line it may change (every other line must stay byte-identical)
-    "finetune.steps=7": "  steps: 300",
-    "seeds=[0, 1, 2]": "seeds: [0]",
+    "finetune.steps=7": "  steps: 800",
+    "seeds=[0, 1]": "seeds: [0, 1, 2]",
     "init.pretrained_path=weights/enc.pth": "  pretrained_path: null",
     "runtime.compile_mode=max-autotune": "  compile_mode: default",
     "meta.task_augment={mixup: false, mixup_alpha: 0.4, channel_shuffle: true, shuffle_fraction: 0.5}":
         "    mixup: true",  # a block mapping replaced by a flow one: its first line, and its other lines go
     "evaluate.per_dataset={office: {crop: eigen}}": "  per_dataset: {}",
-    "model.encoder=convnext_pico": "  encoder: convnext_atto",
+    "model.encoder=convnext_pico": "  encoder: resnet10t",
 }
 
 
@@ -244,7 +244,7 @@ def test_overrides_change_only_the_lines_of_the_values_they_name(tmp_path):
     before = (ROOT / "params.yaml").read_text()
     f.write_text(before)
     p = apply_overrides(f, list(OVERRIDES))
-    assert p.finetune.steps == 7 and p.seeds == [0, 1, 2] and p.init.pretrained_path == "weights/enc.pth"
+    assert p.finetune.steps == 7 and p.seeds == [0, 1] and p.init.pretrained_path == "weights/enc.pth"
     assert p.meta.task_augment.shuffle_fraction == 0.5 and p.evaluate.protocol("office").crop == "eigen"
     assert load_params(f) == p
     old, new = before.splitlines(keepends=True), f.read_text().splitlines(keepends=True)
@@ -255,7 +255,7 @@ def test_overrides_change_only_the_lines_of_the_values_they_name(tmp_path):
     assert {line.split("#")[0].rstrip() for line in changed} == allowed
     text = f.read_text()
     assert text.count(": null") == before.count(": null") - 1  # untouched nulls stay `null`, never a blank
-    assert "seeds: [0, 1, 2]       # training seeds" in text  # the style and the comment of a changed line stay
+    assert "seeds: [0, 1] # training seeds" in text  # the style and the comment of a changed line stay
     assert "  per_dataset: {office: {crop: eigen}}   # dataset -> protocol overrides" in text
     apply_overrides(f, ["init.pretrained_path=null", "init.pretrained_path="])  # back to null, either spelling
     assert "  pretrained_path: null\n" in f.read_text() and load_params(f).init.pretrained_path is None

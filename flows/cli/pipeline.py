@@ -39,7 +39,7 @@ def _stage_help() -> str:
 
 @app.command(help=_stage_help())
 def stage(
-    args: Annotated[list[str], typer.Argument(help="stage kind and its arguments, e.g. `evaluate ft_meta loft 0`")],
+    args: Annotated[list[str], typer.Argument(help="stage kind and its arguments, e.g. `finetune meta 0`")],
 ) -> None:
     with user_errors():
         root = project_root()
