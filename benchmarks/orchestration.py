@@ -111,7 +111,7 @@ def dag_commands(project: Path) -> list[tuple[str, str]]:
 
     with Repo(str(project)) as repo:
         order = list(reversed(list(nx.topological_sort(repo.index.graph))))
-        return [(s.addressing, s.cmd if isinstance(s.cmd, str) else " && ".join(s.cmd)) for s in order]
+        return [(s.name, s.cmd if isinstance(s.cmd, str) else " && ".join(s.cmd)) for s in order]
 
 
 def stage_run_seconds(tracking_uri: str) -> dict[str, float]:

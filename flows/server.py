@@ -30,6 +30,7 @@ from tasks.io import MetadepthError
 
 IDLE_S = 300.0  # long enough to bridge the gaps between the stages of a `dvc repro` and a user's next command
 POLL_S = 2.0
+START_S = 600.0  # a keeper whose starter never recorded it (it timed out waiting) stops after this
 STATE = "prefect-server.json"  # under .metadepth/: {"url": ..., "pid": keeper pid, "server_pid": ...}
 USERS = "prefect-server.users"  # under .metadepth/: one empty file per process using the server, named by its pid
 
@@ -48,14 +49,18 @@ def healthy(url: str) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, ended but not yet reaped by its parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # no /proc here: kill(0) has answered
         return True
-    return True
 
 
 def _server_command(port: int) -> list[str]:
@@ -117,7 +122,9 @@ def read_state(root: Path) -> dict | None:
         state = json.loads((root / ".metadepth" / STATE).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(state, dict) or not _alive(int(state.get("pid", 0))) or not healthy(str(state.get("url"))):
+    if not isinstance(state, dict) or not process_alive(int(state.get("pid", 0))):
+        return None
+    if not healthy(str(state.get("url"))):
         return None
     return state
 
@@ -162,8 +169,8 @@ def shared_server(root: Path, timeout: float = 180.0) -> Iterator[str]:
     me = users / str(os.getpid())
     with open(state_dir / "prefect-server.lock", "w") as lock:  # one process starts it; the others then find it
         fcntl.flock(lock, fcntl.LOCK_EX)
+        me.touch()  # registered before the server is looked up or started: the keeper never stops it under us
         state = read_state(root) or _start_shared(root, timeout)
-        me.touch()  # registered before the lock is released: the keeper cannot stop it in between
     os.environ["PREFECT_API_URL"] = state["url"]
     try:
         yield state["url"]
@@ -189,7 +196,7 @@ def stop_shared(root: Path) -> bool:
 def _in_use(users: Path) -> bool:
     live = False
     for f in users.glob("*") if users.is_dir() else []:
-        if f.name.isdigit() and _alive(int(f.name)):
+        if f.name.isdigit() and process_alive(int(f.name)):
             live = True
         else:
             f.unlink(missing_ok=True)  # a user killed before it could unregister
@@ -206,7 +213,8 @@ def keep(root: Path, port: int, idle_s: float) -> None:
     state_file, users = root / ".metadepth" / STATE, root / ".metadepth" / USERS
     proc = subprocess.Popen(_server_command(port), stdin=subprocess.DEVNULL)
     signal.signal(signal.SIGTERM, _exit)
-    seen_state, last_used = False, time.time()
+    seen_state, started = False, time.time()
+    last_used = started
     try:
         while proc.poll() is None:
             time.sleep(POLL_S)
@@ -214,8 +222,10 @@ def keep(root: Path, port: int, idle_s: float) -> None:
                 named = json.loads(state_file.read_text()).get("pid") == os.getpid()
             except (OSError, ValueError):
                 named = False
-            seen_state = seen_state or named
             if seen_state and not named:  # stopped (stop_shared) or replaced, or the project is gone
+                break
+            seen_state = seen_state or named
+            if not seen_state and time.time() - started > START_S:  # the process that started it gave up
                 break
             if _in_use(users):
                 last_used = time.time()
