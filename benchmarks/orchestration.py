@@ -136,21 +136,29 @@ def stage_costs(project: Path, env: dict[str, str]) -> dict[str, Any]:
     for name, cmd in dag_commands(project):
         walls[name] = _timed_run(["bash", "-c", cmd], project, env)[0]
     _timed_run([_tool("dvc") or "dvc", "commit", "-f", "-q"], project, env)
-    bodies = stage_run_seconds(f"sqlite:///{project / 'mlflow.db'}")
+    return summarize(walls, stage_run_seconds(f"sqlite:///{project / 'mlflow.db'}"))
+
+
+def summarize(walls: dict[str, float], bodies: dict[str, float]) -> dict[str, Any]:
+    """Per stage kind the mean process wall time, MLflow run and fixed cost (their difference), from stage name ->
+    seconds; the training share is the training stages' runs over the sum of the walls (the stages run one by one)."""
+    missing = sorted(set(walls) - set(bodies))
+    if missing:
+        raise RuntimeError(f"no MLflow stage run recorded for {missing}")
     kinds: dict[str, dict[str, float]] = {}
     for name, wall in walls.items():
         row = kinds.setdefault(name.split("@")[0], {"n": 0, "wall_s": 0.0, "run_s": 0.0})
         row["n"] += 1
         row["wall_s"] += wall
-        row["run_s"] += bodies.get(name, 0.0)
+        row["run_s"] += bodies[name]
     for row in kinds.values():
-        row.update({k: round(v / row["n"], 2) for k, v in row.items() if k != "n"})
+        row["wall_s"], row["run_s"] = round(row["wall_s"] / row["n"], 2), round(row["run_s"] / row["n"], 2)
         row["fixed_s"] = round(row["wall_s"] - row["run_s"], 2)
     wall = sum(walls.values())
-    training = sum(bodies.get(name, 0.0) for name in walls if name.split("@")[0] in TRAINING)
+    training = sum(bodies[name] for name in walls if name.split("@")[0] in TRAINING)
     return {"stages": len(walls), "wall_s": round(wall, 2), "training_runs_s": round(training, 2),
             "training_share": round(training / wall, 4),
-            "fixed_s_per_stage": round(sum(r["fixed_s"] * r["n"] for r in kinds.values()) / len(walls), 2),
+            "fixed_s_per_stage": round((wall - sum(bodies[n] for n in walls)) / len(walls), 2),
             "per_kind_mean": kinds}
 
 
