@@ -248,10 +248,64 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     }
 
 
-if __name__ == "__main__":  # python -m benchmarks.orchestration CODE_ROOT: the stage costs of another checkout
+def stage_phases(root: Path, args: tuple[str, ...]) -> list[tuple[str, float]]:
+    """Run one stage in this process the way `metadepth stage` does, timing each phase of its fixed cost in order.
+
+    Run from a fresh process in the project (PYTHONPATH at its code): every import is then paid here, as a stage
+    process pays it. A checkout without the shared server (before this round) starts an ephemeral one in the flow.
+    """
+    marks = [("start", time.perf_counter())]
+
+    def mark(what: str) -> None:
+        marks.append((what, time.perf_counter()))
+
+    import flows.cli  # noqa: F401 - the CLI app, as `metadepth` imports it
+
+    mark("import the CLI (typer, params schema)")
+    from flows.cli._common import configure_env
+    from flows.stage_args import check_stage_args
+
+    check_stage_args(root, args)
+    mark("check_stage_args (params.yaml, DVC index)")
+    configure_env(root)
+    try:
+        from flows.server import shared_server
+
+        server = shared_server(root)
+    except ImportError:  # before this round: no shared server
+        from contextlib import nullcontext
+
+        server = nullcontext()
+    with server:
+        mark("Prefect server: find or start")
+        from flows.pipeline import STAGE_FLOWS
+
+        mark("import flows.pipeline (Prefect)")
+        import tasks.dispatch  # noqa: F401
+
+        mark("import the stage code (torch)")
+        import timm  # noqa: F401
+
+        mark("import timm (torchvision, torch._dynamo)")
+        from tasks import tracking
+
+        tracking._client(root).search_experiments()
+        mark("import MLflow + SQLite store set-up")
+        STAGE_FLOWS[args[0]](list(args), str(root))
+        mark("the stage flow: flow and task runs, cache key, MLflow run, the work")
+    return [(what, round(t - prev, 2)) for (_, prev), (what, t) in zip(marks, marks[1:], strict=False)]
+
+
+if __name__ == "__main__":
+    # python -m benchmarks.orchestration CHECKOUT: the stage costs and cached runs of another checkout's code
+    # python -m benchmarks.orchestration phases KIND ARGS...: one stage's fixed cost by phase (run in a project)
     import json
     import tempfile
 
+    if sys.argv[1:2] == ["phases"]:
+        for what, seconds in stage_phases(Path.cwd(), tuple(sys.argv[2:])):
+            print(f"| {what} | {seconds:.2f} |")
+        sys.exit(0)
     code = Path(sys.argv[1] if len(sys.argv) > 1 else ".").resolve()
     with tempfile.TemporaryDirectory(prefix="metadepth-orch-") as tmp:
         tiny = Path(tmp) / "project"
