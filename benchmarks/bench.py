@@ -6,7 +6,7 @@ Sections (each measures what it compares side by side, in the same run; see each
   shard_format   compression x chunk_frames: file size and random-access read speed     benchmarks/loader.py
   generation     synthetic generator and ingest frames/s, with peak memory              benchmarks/generation.py
   inference      evaluate and predict images/s                                         benchmarks/inference.py
-  orchestration  fully cached `metadepth run` / `dvc repro`, share outside training     benchmarks/orchestration.py
+  orchestration  fixed cost per stage, training share, cached run / repro / status  benchmarks/orchestration.py
   threads        training step at 1 torch thread vs torch's default                    benchmarks/cpu_step.py
   compile        torch.compile vs eager CPU training step, compile time               benchmarks/cpu_step.py
 
@@ -180,16 +180,17 @@ def headlines(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
         rows += [("evaluate images/s", _fmt(r["evaluate_images_per_s"])),
                  ("predict images/s", _fmt(r["predict_images_per_s"]))]
     elif name == "orchestration":
-        if "cached_metadepth_run_s" in r:
-            rows += [("first / second `metadepth run` (s)",
-                      f"{_fmt(r['first_metadepth_run_s'])} / {_fmt(r['second_metadepth_run_s'])}"),
-                     ("stages re-run by the second run (should be none)",
-                      " ".join(r["stages_rerun_by_second_run"]) or "none"),
-                     ("cached `metadepth run` (s)", _fmt(r["cached_metadepth_run_s"])),
-                     ("cached `dvc repro` (s)", _fmt(r["cached_dvc_repro_s"]))]
-            if r.get("tiny_pipeline_share"):
-                rows.append(("tiny pipeline: share outside training",
-                             _fmt(r["tiny_pipeline_share"]["share_outside_training"])))
+        if "stage_costs" in r:
+            c = r["stage_costs"]
+            rows += [(f"tiny `dvc repro`-like run: {c['stages']} stage processes, wall (s)", _fmt(c["wall_s"])),
+                     ("training share (training stage runs / wall)", _fmt(c["training_share"])),
+                     ("fixed cost per stage process (s, wall - MLflow run)", _fmt(c["fixed_s_per_stage"]))]
+            rows += [(f"  {kind} x{k['n']}: wall / run / fixed (s)",
+                      f"{_fmt(k['wall_s'])} / {_fmt(k['run_s'])} / {_fmt(k['fixed_s'])}")
+                     for kind, k in c["per_kind_mean"].items()]
+            rows += [("cached `metadepth run` / `dvc repro` / `dvc status` (s)",
+                      f"{_fmt(r['cached_metadepth_run_s'])} / {_fmt(r['cached_dvc_repro_s'])} / "
+                      f"{_fmt(r['cached_dvc_status_s'])}")]
         d = r.get("default_pipeline_share", {})
         rows.append(("default pipeline: share outside training",
                      _fmt(d["share_outside_training"]) if d.get("measured") else "not measured"))

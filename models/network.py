@@ -12,7 +12,6 @@ import math
 import os
 from collections.abc import Callable
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -56,6 +55,8 @@ def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike) -> None:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"encoder weights file not found: {path!r}")
+    import timm  # here, not at the top: `import timm` pulls in torchvision and torch._dynamo (seconds)
+
     try:
         # Handles .safetensors and .pth, unwraps {"state_dict": ...}/{"model": ...}, strips "module.".
         checkpoint = timm.models.load_state_dict(path, use_ema=False)
@@ -105,6 +106,8 @@ class DepthNet(nn.Module):
         super().__init__()
         if not 0 < min_depth < max_depth:
             raise ValueError(f"need 0 < min_depth < max_depth, got {min_depth}, {max_depth}")
+        import timm  # only where a network is built (see load_encoder_weights)
+
         self.encoder = timm.create_model(encoder, features_only=True, pretrained=False)
         if pretrained_path is not None:
             load_encoder_weights(self.encoder, pretrained_path)

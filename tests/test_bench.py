@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench import SECTION_NAMES, parse_only, run_bench
-from benchmarks.orchestration import _union_seconds, pipeline_time_share
+from benchmarks.bench import SECTION_NAMES, headlines, parse_only, run_bench
+from benchmarks.orchestration import _union_seconds, pipeline_time_share, summarize
 from tasks.io import MetadepthError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,3 +149,27 @@ def test_pipeline_time_share_from_mlflow(tmp_path):
     assert share["wall_s"] == 100 and share["training_stages_s"] == 80  # 10..90, overlaps counted once
     assert share["share_outside_training"] == pytest.approx(0.2)
     assert share["stage_seconds_by_kind"] == {"prepare": 10, "meta_init": 30, "finetune": 85, "evaluate": 5}
+
+
+def test_stage_costs_split_each_process_into_run_and_fixed_cost():
+    """The orchestration section's per-stage table and training share, from process walls and MLflow stage runs."""
+    walls = {"prepare@loft": 10.0, "prepare@studio": 12.0, "meta_init@meta-0": 50.0, "finetune@meta-0": 40.0,
+             "finetune@scratch-0": 30.0, "evaluate": 8.0}
+    bodies = {"prepare@loft": 4.0, "prepare@studio": 6.0, "meta_init@meta-0": 44.0, "finetune@meta-0": 35.0,
+              "finetune@scratch-0": 25.0, "evaluate": 2.0}
+    c = summarize(walls, bodies)
+    assert c["stages"] == 6 and c["wall_s"] == 150 and c["training_runs_s"] == 104
+    assert c["training_share"] == pytest.approx(104 / 150, abs=1e-4)
+    assert c["fixed_s_per_stage"] == pytest.approx((150 - 116) / 6, abs=0.01)
+    assert c["per_kind_mean"]["prepare"] == {"n": 2, "wall_s": 11.0, "run_s": 5.0, "fixed_s": 6.0}
+    assert c["per_kind_mean"]["finetune"] == {"n": 2, "wall_s": 35.0, "run_s": 30.0, "fixed_s": 5.0}
+    with pytest.raises(RuntimeError, match="evaluate"):  # a stage without its MLflow run is not silently 0 s
+        summarize(walls, {k: v for k, v in bodies.items() if k != "evaluate"})
+
+    rows = dict(headlines("orchestration", {"stage_costs": c, "cached_metadepth_run_s": 3.2,
+                                            "cached_dvc_repro_s": 1.1, "cached_dvc_status_s": 0.9,
+                                            "default_pipeline_share": {"measured": False}}))
+    assert rows["training share (training stage runs / wall)"] == "0.693"
+    assert rows["fixed cost per stage process (s, wall - MLflow run)"] == "5.67"
+    assert rows["  prepare x2: wall / run / fixed (s)"] == "11 / 5 / 6"
+    assert rows["cached `metadepth run` / `dvc repro` / `dvc status` (s)"] == "3.2 / 1.1 / 0.9"

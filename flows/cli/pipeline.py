@@ -47,9 +47,12 @@ def stage(
 
         check_stage_args(root, tuple(args))  # before Prefect is imported: a typo costs no Prefect start-up
         configure_env(root)
-        from flows.pipeline import STAGE_FLOWS
+        from flows.server import shared_server
 
-        out = STAGE_FLOWS[args[0]](list(args), str(root))
+        with shared_server(root):  # the project's server, started by the first stage: no ephemeral one per stage
+            from flows.pipeline import STAGE_FLOWS
+
+            out = STAGE_FLOWS[args[0]](list(args), str(root))
         typer.echo(f"{out['stage']}: done")
 
 
@@ -79,14 +82,20 @@ def run(
         if push and not commit:
             raise MetadepthError("--push needs --commit: only outputs committed to DVC are in its cache to push")
         configure_env(root)
+        stages = None if set_ or push else up_to_date(root)
+        if stages is not None:  # the cached run: DVC alone answers it in seconds, no Prefect server, no MLflow run
+            summary = root / "reports" / "summary.md"
+            typer.echo(f"up to date: dvc status finds all {stages} stages unchanged, nothing run; outputs in data/ "
+                       f"and reports/" + (f" ({summary.relative_to(root)})" if summary.is_file() else ""))
+            return
         from flows.remote import dvc_push, resolve_remote
-        from flows.server import prefect_server
+        from flows.server import shared_server
         from tasks.tracking import settings
 
         remote = resolve_remote(root, settings(root).dvc_remote) if push else None
         # A real server (not an ephemeral one) so the training concurrency limit is held (flows/orchestration.py).
         # Prefect is imported only once PREFECT_API_URL points at it: it reads its settings at import.
-        with prefect_server(root):
+        with shared_server(root):
             from flows.pipeline import run_pipeline
 
             out = run_pipeline(root, list(set_ or []), max_parallel, task_runner, dask_address, commit=commit)
@@ -96,6 +105,18 @@ def run(
         if remote:
             typer.echo(f"dvc push -r {remote}: {dvc_push(root, remote)} files transferred")
         print_report(root)
+
+
+def up_to_date(root: Path) -> int | None:
+    """The number of stages when `dvc status` finds none out of date (outputs present and committed), else None."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(root)) as repo:
+            return None if repo.status() else len(repo.index.stages)
+    except DvcException:  # whatever DVC cannot answer, the full run reports properly
+        return None
 
 
 def print_report(root: Path) -> None:
@@ -115,12 +136,12 @@ def repro(ctx: typer.Context) -> None:
 
         params = result_params(load_params(root / "params.yaml"))
         configure_env(root)
-        from flows.server import prefect_server
+        from flows.server import shared_server
         from tasks import tracking
         from tasks.io import project_lock
 
         start = time.time()
-        with project_lock(root, "metadepth repro"), prefect_server(root):
+        with project_lock(root, "metadepth repro"), shared_server(root):
             parent = tracking.Run(root, "pipeline (dvc repro)", params=params,
                                   tags={"kind": "pipeline", "runner": "dvc", "params_hash": params_hash(params)})
             env = {**os.environ, tracking.PARENT_ENV: parent.id}
