@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import timm
 import torch
-from tiny_project import ROOT, run_stages, tiny_params
 
 import tasks.finetune
 import tasks.meta_init
@@ -19,20 +18,14 @@ from models.reptile import Reptile
 from tasks.checkpoints import load_checkpoint
 from tasks.dispatch import run_stage
 from tasks.evaluate import run_evaluate, train_median_depth
-from tasks.params import load_params
 from tasks.preprocess.shards import ShardDataset, shard_path
 
 META = {"steps": 3, "batch_size": 4, "log_every": 1, "val_every": 2, "tasks_per_step": 2}
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("claims")
-    (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    tiny_params(root / "params.yaml", meta=META, runtime={"num_threads": 1})
-    params = load_params(root / "params.yaml")
-    run_stages(params, root, upto="init")
-    return root, params
+def prepared(tiny_project, single_thread):
+    return tiny_project(meta=META, runtime={"num_threads": 1})
 
 
 class Counter:
@@ -125,16 +118,15 @@ def test_the_constant_predictor_is_the_training_median(prepared):
     assert saved["schema_version"] == 2 and saved["checkpoint_step"] == 0
 
 
-def test_pretrained_then_meta_then_finetune(tmp_path):
+def test_pretrained_then_meta_then_finetune(tiny_project, tmp_path, single_thread):
     """The official recipe's order: ImageNet-style encoder weights (a local file) -> Reptile -> fine-tuning."""
     weights = tmp_path / "encoder.pth"
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    tiny_params(tmp_path / "params.yaml", meta={**META, "start": "pretrained", "steps": 2, "tasks_per_step": 1},
-                init={"kinds": ["scratch", "pretrained"], "pretrained_path": str(weights)},
-                finetune={"steps": 2, "batch_size": 4, "log_every": 1, "inits": ["meta"]},
-                evaluate={"batch_size": 4, "models": ["ft_meta", "meta"]}, report={"baseline": "meta"},
-                runtime={"num_threads": 1})
-    params = load_params(tmp_path / "params.yaml")
+    _, params = tiny_project(upto=None, dest=tmp_path, meta={**META, "start": "pretrained", "steps": 2,
+                                                             "tasks_per_step": 1},
+                             init={"kinds": ["scratch", "pretrained"], "pretrained_path": str(weights)},
+                             finetune={"steps": 2, "batch_size": 4, "log_every": 1, "inits": ["meta"]},
+                             evaluate={"batch_size": 4, "models": ["ft_meta", "meta"]}, report={"baseline": "meta"},
+                             runtime={"num_threads": 1})
     torch.save(timm.create_model(params.model.encoder, pretrained=False).state_dict(), weights)
     for command in (("prepare", "loft"), ("init", "pretrained", "0"), ("meta_init", "meta", "0"),
                     ("finetune", "meta", "0")):
