@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_project import Templates, one_thread
+from tiny_project import Templates, copy_project, make_tiny_project, one_thread, sh
 
 from flows.cli._common import QUIET_ENV  # noqa: E402
 
@@ -65,3 +65,19 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory):
         return root, templates.project(root, upto, **overrides)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory):
+    """Factory: `tiny_repo(name) -> root`, a fresh copy of the tiny git + DVC project (make_tiny_project, built once
+    per session), nothing run in it."""
+    template = make_tiny_project(tmp_path_factory.mktemp("repo-template") / "project")
+    return lambda name: copy_project(template, tmp_path_factory.mktemp(name) / "project")
+
+
+@pytest.fixture(scope="session")
+def reproduced(tiny_repo, prefect_api) -> tuple[Path, str]:
+    """The tiny git + DVC project after one `metadepth repro` (the whole DAG through DVC), and what it printed.
+    Modules that start from a reproduced project take a copy (copy_project) and leave this one as it is."""
+    root = tiny_repo("reproduced")
+    return root, sh(root, "metadepth", "repro").stdout

@@ -7,6 +7,7 @@ The git + DVC copy carries the real dvc.yaml and code; only params.yaml is shrun
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -69,6 +70,22 @@ def make_tiny_project(dest: Path) -> Path:
     run("git", "add", "-A")
     run("git", "commit", "-qm", "tiny project")
     return dest
+
+
+def copy_project(src: Path, dest: Path) -> Path:
+    """A copy of a tiny project, its git and DVC state (and run outputs, DVC cache, Prefect results) included."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+def sh(root: Path, *cmd: str, ok: bool = True) -> subprocess.CompletedProcess:
+    """Run a command in a tiny project as a user would; `ok`: it must succeed (else its output is the failure)."""
+    # PYTHONPATH: the stage processes must run the copied code that DVC hashes.
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    if ok:
+        assert r.returncode == 0, f"{cmd} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
 
 
 STAGE_ORDER = ("prepare", "init", "meta_init", "supervised", "finetune", "evaluate", "report")
