@@ -1,7 +1,7 @@
-"""Shared test setup: offline and quiet, one MLflow database and one Prefect server per session.
+"""Shared test setup: offline and quiet, one MLflow database, one Prefect server and one tiny project per session.
 
-Creating a fresh MLflow SQLite store or starting a Prefect server costs seconds each; tests that need them share
-one per session instead of paying per test.
+Creating a fresh MLflow SQLite store, starting a Prefect server or running the tiny DAG costs seconds each; tests
+that need them share one per session instead of paying per test (`tiny_project` hands out copies).
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
+from tiny_project import Templates, copy_project, make_tiny_project, one_thread, sh
 
 from flows.cli._common import QUIET_ENV  # noqa: E402
 
@@ -48,10 +47,37 @@ def prefect_api(session_dir: Path, mlflow_uri: str):
 
 @pytest.fixture(scope="module")
 def single_thread():
-    """Tiny nets on a small shared CPU: intra-op threads mostly add contention (erratic 10x slowdowns)."""
-    import torch
+    """One intra-op thread for the module, and the thread count restored after it (also when a stage set its own)."""
+    with one_thread():
+        yield
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory):
+    """Factory: `tiny_project(upto="init", dest=None, **overrides) -> (root, params)`, a project on the tiny params
+    plus `overrides` (params section -> values) with every stage up to `upto` run ("prepare" ... "report", None for
+    none). Each stage runs once per session on the tiny params; its outputs are copied wherever the overrides leave
+    them unchanged, and only the stages they change are run in the new project."""
+    templates = Templates(tmp_path_factory.mktemp("template"))
+
+    def make(upto: str | None = "init", dest: Path | None = None, **overrides: dict):
+        root = dest or tmp_path_factory.mktemp(f"tiny-{upto}")
+        return root, templates.project(root, upto, **overrides)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory):
+    """Factory: `tiny_repo(name) -> root`, a fresh copy of the tiny git + DVC project (make_tiny_project, built once
+    per session), nothing run in it."""
+    template = make_tiny_project(tmp_path_factory.mktemp("repo-template") / "project")
+    return lambda name: copy_project(template, tmp_path_factory.mktemp(name) / "project")
+
+
+@pytest.fixture(scope="session")
+def reproduced(tiny_repo, prefect_api) -> tuple[Path, str]:
+    """The tiny git + DVC project after one `metadepth repro` (the whole DAG through DVC), and what it printed.
+    Modules that start from a reproduced project take a copy (copy_project) and leave this one as it is."""
+    root = tiny_repo("reproduced")
+    return root, sh(root, "metadepth", "repro").stdout

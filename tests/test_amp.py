@@ -5,16 +5,13 @@ from __future__ import annotations
 import contextlib
 import math
 
-import pytest
 import torch
-from tiny_project import ROOT, tiny_params
+from tiny_project import ROOT
 
 from tasks.checkpoints import load_checkpoint
 from tasks.finetune import run_finetune
-from tasks.initialize import run_init
 from tasks.meta_init import run_meta_init
 from tasks.params import load_params
-from tasks.preprocess.prepare import prepare
 from tasks.runtime import Runtime
 
 CPU = torch.device("cpu")
@@ -47,20 +44,8 @@ def test_forced_settings_apply_on_cpu():
     assert runtime(channels_last="off").memory_format is torch.contiguous_format
 
 
-@pytest.fixture
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_bf16_channels_last_training_on_cpu_is_finite(tmp_path, restore_threads):
-    root = tmp_path
-    (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    tiny_params(root / "params.yaml", runtime={"num_threads": 1, "amp": "bf16", "channels_last": "on"})
-    params = load_params(root / "params.yaml")
-    prepare(params, root, params.data.train_domain)
-    run_init(params, root, "scratch")
+def test_bf16_channels_last_training_on_cpu_is_finite(tiny_project, single_thread):
+    root, params = tiny_project(runtime={"num_threads": 1, "amp": "bf16", "channels_last": "on"})
     meta = run_meta_init(params, root, "meta")
     assert math.isfinite(meta.final["loss_last"]) and math.isfinite(meta.final["loss_task_augment"])
     result = run_finetune(params, root, "meta")

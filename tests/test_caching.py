@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from tiny_project import make_tiny_project, tiny_params
+from tiny_project import tiny_params
 
 from tasks.caching import cache_key, find_stage, load_stages, outputs_exist
 from tasks.params import load_params
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return make_tiny_project(tmp_path_factory.mktemp("caching") / "p")
+def project(tiny_repo):
+    return tiny_repo("caching")
 
 
 def key(root, args):

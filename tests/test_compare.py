@@ -6,10 +6,10 @@ import io
 import os
 import shutil
 import uuid
-from pathlib import Path
 
 import pandas as pd
 import pytest
+from tiny_project import ROOT
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -17,7 +17,6 @@ from flows.compare import filter_string
 from tasks import tracking
 from tasks.io import MetadepthError
 
-ROOT = Path(__file__).resolve().parents[1]
 RMSE = "zero_shot.ft_meta.metric.rmse"
 
 

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_project import ROOT, tiny_params
+from tiny_project import write_params
 
 from tasks.checkpoints import load_checkpoint, model_from_checkpoint
 from tasks.io import MetadepthError
-from tasks.params import load_params
 from tasks.runtime import Runtime, compile_unavailable
 
 CPU = torch.device("cpu")
 
 
 def _params(tmp_path, compile_: bool):
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    tiny_params(tmp_path / "params.yaml", runtime={"compile": compile_, "device": "cpu", "num_threads": 1})
-    return load_params(tmp_path / "params.yaml")
+    return write_params(tmp_path, runtime={"compile": compile_, "device": "cpu", "num_threads": 1})
 
 
 def test_compile_off_returns_the_model_itself(tmp_path):
@@ -36,14 +33,9 @@ def test_no_compiler_is_one_line_naming_the_switch(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def project(tmp_path, single_thread):
-    from tasks.initialize import run_init
-    from tasks.preprocess.prepare import prepare
-
-    params = _params(tmp_path, True)
-    prepare(params, tmp_path, "loft")
-    run_init(params, tmp_path, "scratch")
-    yield params, tmp_path
+def project(tiny_project, single_thread):
+    root, params = tiny_project(runtime={"compile": True, "device": "cpu", "num_threads": 1})
+    yield params, root
     torch._dynamo.reset()  # compiled graphs must not leak into other tests
 
 

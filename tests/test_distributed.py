@@ -11,22 +11,19 @@ import math
 import shutil
 import threading
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from tiny_project import ROOT, tiny_params
+from tiny_project import ROOT
 from torch.utils.data import Dataset
 
 from tasks.checkpoints import load_checkpoint
 from tasks.dispatch import run_stage
 from tasks.distributed import DUMP_ENV, batches_at, meta_positions, stream_seed
-from tasks.initialize import run_init
 from tasks.io import MetadepthError
 from tasks.meta_init import run_meta_init
 from tasks.params import load_params
-from tasks.preprocess.prepare import prepare
 from tasks.preprocess.shards import infinite_batches
 
 
@@ -95,40 +92,15 @@ def test_stream_seeds_differ_for_nearby_keys():
 # Through torchrun
 
 
-def make_project(root: Path, **overrides: dict) -> Path:
-    root.mkdir(parents=True)
-    (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    tiny_params(root / "params.yaml", **{"runtime": {"num_threads": 1, "nproc_per_node": 2}, **overrides})
-    params = load_params(root / "params.yaml")
-    prepare(params, root, params.data.train_domain)
-    run_init(params, root, "scratch")
-    return root
-
-
-def sibling(src: Path, dest: Path) -> Path:
-    """Another project on the same prepared data and initial weights."""
-    (dest / "data" / "checkpoints" / "seed0").mkdir(parents=True)
-    (dest / "data" / "prepared").symlink_to(src / "data" / "prepared", target_is_directory=True)
-    shutil.copy(src / "data" / "checkpoints" / "seed0" / "scratch.pt", dest / "data" / "checkpoints" / "seed0")
-    shutil.copy(src / "params.yaml", dest / "params.yaml")
-    return dest
-
-
-@pytest.fixture
-def one_thread():
-    """The 1-process reference runs here, with the 1 thread each worker has (and this process gets its own back)."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+TWO_RANKS = {"num_threads": 1, "nproc_per_node": 2}
 
 
 @pytest.fixture(scope="module")
-def meta_two_ranks(tmp_path_factory):
+def meta_two_ranks(tiny_project):
     """One 2-rank meta_init with everything on (online and task augmentation), through the real stage function."""
-    root = make_project(tmp_path_factory.mktemp("dist") / "two", meta={"steps": 2, "batch_size": 4, "log_every": 1,
-                                                                        "tasks_per_step": 1})
+    root, params = tiny_project(meta={"steps": 2, "batch_size": 4, "log_every": 1, "tasks_per_step": 1},
+                                runtime=TWO_RANKS)
     dumps = root / "rank_weights"
-    params = load_params(root / "params.yaml")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(DUMP_ENV, str(dumps))
         started = time.time()
@@ -155,12 +127,12 @@ def test_two_rank_meta_init_leaves_identical_weights_on_both_ranks(meta_two_rank
 
 
 @pytest.mark.slow
-def test_two_ranks_equal_one_rank_with_twice_the_tasks(meta_two_ranks, tmp_path, one_thread):
+def test_two_ranks_equal_one_rank_with_twice_the_tasks(meta_two_ranks, tiny_project, single_thread):
+    """The 1-process reference runs here, with the 1 thread each worker has."""
     root, params, _, _ = meta_two_ranks
-    single = sibling(root, tmp_path / "one")
-    tiny_params(single / "params.yaml", meta={"steps": 2, "batch_size": 4, "log_every": 1, "tasks_per_step": 2},
-                runtime={"num_threads": 1, "nproc_per_node": 1})
-    result = run_meta_init(load_params(single / "params.yaml"), single, "meta")
+    single, single_params = tiny_project(meta={"steps": 2, "batch_size": 4, "log_every": 1, "tasks_per_step": 2},
+                                         runtime={"num_threads": 1, "nproc_per_node": 1})
+    result = run_meta_init(single_params, single, "meta")
     assert result.final["num_tasks"] == 2 and result.world_size == 1 and not result.rank_weight_digests
     a = load_checkpoint(root / "data" / "checkpoints" / "seed0" / "meta.pt")["model"]
     b = load_checkpoint(single / "data" / "checkpoints" / "seed0" / "meta.pt")["model"]
@@ -183,14 +155,13 @@ FT_STEPS = 6
 
 
 @pytest.fixture(scope="module")
-def finetune_two_ranks(tmp_path_factory):
+def finetune_two_ranks(tiny_project, tmp_path_factory):
     """One 2-rank DDP finetune through the real stage function, keeping a copy of the first resume snapshot it
     writes (rank 0 deletes it on success)."""
-    tmp = tmp_path_factory.mktemp("dist_ft")
-    root = make_project(tmp / "p", finetune={"steps": FT_STEPS, "batch_size": 4, "log_every": 1},
-                        runtime={"num_threads": 1, "nproc_per_node": 2, "resume_every": 2})
-    params = load_params(root / "params.yaml")
-    snapshot, copy = root / "data" / "checkpoints" / "seed0" / "ft_scratch.resume.pt", tmp / "snapshot.pt"
+    root, params = tiny_project(finetune={"steps": FT_STEPS, "batch_size": 4, "log_every": 1},
+                                runtime={**TWO_RANKS, "resume_every": 2})
+    snapshot = root / "data" / "checkpoints" / "seed0" / "ft_scratch.resume.pt"
+    copy = tmp_path_factory.mktemp("dist_ft") / "snapshot.pt"
     tracker, outcome = Recorder(), {}
     run = threading.Thread(target=lambda: outcome.update(result=run_stage(params, root, ("finetune", "scratch", "0"),
                                                                           tracker)))

@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
+from tiny_project import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
 
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)

@@ -5,26 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
-from tiny_project import make_tiny_project
+from tiny_project import copy_project, sh
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, prefect_api) -> Path:
-    return make_tiny_project(tmp_path_factory.mktemp("exp") / "project")
-
-
-def sh(root: Path, *cmd: str) -> subprocess.CompletedProcess:
-    # PYTHONPATH: the stage processes must run the copied code that DVC hashes.
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, f"{cmd} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r
+def tiny(reproduced, tmp_path_factory) -> Path:
+    """A copy of the session's reproduced project: the experiment re-runs only the stages its change reaches."""
+    return copy_project(reproduced[0], tmp_path_factory.mktemp("exp") / "project")
 
 
 def experiments(root: Path) -> dict[str, dict]:

@@ -13,7 +13,6 @@ from tiny_project import ROOT, tiny_params
 import tasks.training
 from tasks.checkpoints import load_checkpoint, save_checkpoint
 from tasks.finetune import run_finetune
-from tasks.initialize import run_init
 from tasks.io import MetadepthError, atomic_write
 from tasks.params import load_params
 from tasks.preprocess import prepare as prepare_mod
@@ -21,15 +20,8 @@ from tasks.preprocess.prepare import prepare
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("failures")
-    (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    tiny_params(root / "params.yaml", finetune={"steps": 6, "batch_size": 4, "log_every": 1},
-                runtime={"resume_every": 2})
-    params = load_params(root / "params.yaml")
-    prepare(params, root, params.data.train_domain)
-    run_init(params, root, "scratch")
-    return root, params
+def project(tiny_project):
+    return tiny_project(finetune={"steps": 6, "batch_size": 4, "log_every": 1}, runtime={"resume_every": 2})
 
 
 def leftovers(directory):
@@ -168,22 +160,16 @@ def test_second_run_waits_for_the_first_with_a_message(tmp_path):
     assert "got second" in second.stdout and time.time() - start > 1.0
 
 
-def test_interrupted_metrics_and_report_writes_leave_no_half_file(tmp_path, monkeypatch):
+def test_interrupted_metrics_and_report_writes_leave_no_half_file(tiny_project, tmp_path, monkeypatch):
     """The evaluate and report stages write through atomic_write: a failure mid-write leaves no partial file."""
     import pathlib
 
     from tasks.evaluate import run_evaluate
     from tasks.report import run_report
 
-    root = tmp_path
-    (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    tiny_params(root / "params.yaml", finetune={"steps": 2, "batch_size": 4, "log_every": 1,
-                                                "inits": ["scratch"]},
-                evaluate={"batch_size": 4, "models": ["ft_scratch"]})
-    params = load_params(root / "params.yaml")
-    for d in params.data.domains:
-        prepare(params, root, d)
-    run_init(params, root, "scratch")
+    root, params = tiny_project(dest=tmp_path, finetune={"steps": 2, "batch_size": 4, "log_every": 1,
+                                                         "inits": ["scratch"]},
+                                evaluate={"batch_size": 4, "models": ["ft_scratch"]})
     run_finetune(params, root, "scratch")
     for d in params.data.domains:
         run_evaluate(params, root, "ft_scratch", d)

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import requests
-from tiny_project import ROOT, make_tiny_project
+from tiny_project import ROOT
 
 from flows.orchestration import (
     TRAIN_LIMIT,
@@ -142,10 +142,10 @@ def fake_checkpoint(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, prefect_api):
+def project(tiny_repo, prefect_api):
     from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
-    root = make_tiny_project(tmp_path_factory.mktemp("orch") / "project")
+    root = tiny_repo("orch")
     fake_checkpoint(root / FAKE_CHECKPOINT)
     # Prefect read its settings when first imported; point this process at the session server explicitly.
     with temporary_settings(updates={PREFECT_API_URL: prefect_api,

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_pipeline_e2e import ran, sh
-from tiny_project import make_tiny_project
+from test_pipeline_e2e import ran
+from tiny_project import sh
 
 from flows.orchestration import REPORT_KEY, TABLE_KEY, artifact_key
 
@@ -19,10 +19,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, prefect_api) -> Path:
+def tiny(tiny_repo, prefect_api) -> Path:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    root = make_tiny_project(tmp_path_factory.mktemp("orch-e2e") / "project")
+    root = tiny_repo("orch-e2e")
     with temporary_settings(updates={PREFECT_API_URL: prefect_api}):  # this process reads the artifacts back
         yield root
 

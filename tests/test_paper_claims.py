@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import timm
 import torch
-from tiny_project import ROOT, run_stages, tiny_params
 
 import tasks.finetune
 import tasks.meta_init
@@ -19,20 +18,14 @@ from models.reptile import Reptile
 from tasks.checkpoints import load_checkpoint
 from tasks.dispatch import run_stage
 from tasks.evaluate import run_evaluate, train_median_depth
-from tasks.params import load_params
 from tasks.preprocess.shards import ShardDataset, shard_path
 
 META = {"steps": 3, "batch_size": 4, "log_every": 1, "val_every": 2, "tasks_per_step": 2}
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("claims")
-    (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    tiny_params(root / "params.yaml", meta=META, runtime={"num_threads": 1})
-    params = load_params(root / "params.yaml")
-    run_stages(params, root, upto="init")
-    return root, params
+def prepared(tiny_project, single_thread):
+    return tiny_project(meta=META, runtime={"num_threads": 1})
 
 
 class Counter:
@@ -48,23 +41,31 @@ class Counter:
             yield batch
 
 
-def test_sup_gets_exactly_the_meta_stage_budget(prepared, monkeypatch):
+@pytest.fixture(scope="module")
+def trained(prepared):
+    """meta_init then supervised, run once for the module, counting what each draws and steps (the counters only
+    count: the runs write what they would write unwatched)."""
     root, params = prepared
     inner = []
-    real_update = Reptile._inner_update
-    monkeypatch.setattr(Reptile, "_inner_update", lambda self, loss: inner.append(1) or real_update(self, loss))
-    meta_draws = Counter(tasks.meta_init.batches_at)
-    monkeypatch.setattr(tasks.meta_init, "batches_at", meta_draws)
-    run_stage(params, root, ("meta_init", "meta", "0"))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        real_update = Reptile._inner_update
+        monkeypatch.setattr(Reptile, "_inner_update", lambda self, loss: inner.append(1) or real_update(self, loss))
+        meta_draws = Counter(tasks.meta_init.batches_at)
+        monkeypatch.setattr(tasks.meta_init, "batches_at", meta_draws)
+        run_stage(params, root, ("meta_init", "meta", "0"))
 
-    adam_steps = []
-    real_step = torch.optim.Adam.step
-    monkeypatch.setattr(torch.optim.Adam, "step",
-                        lambda self, *a, **k: adam_steps.append(1) or real_step(self, *a, **k))
-    sup_draws = Counter(tasks.finetune.batches_at)
-    monkeypatch.setattr(tasks.finetune, "batches_at", sup_draws)
-    run_stage(params, root, ("supervised", "0"))
+        adam_steps = []
+        real_step = torch.optim.Adam.step
+        monkeypatch.setattr(torch.optim.Adam, "step",
+                            lambda self, *a, **k: adam_steps.append(1) or real_step(self, *a, **k))
+        sup_draws = Counter(tasks.finetune.batches_at)
+        monkeypatch.setattr(tasks.finetune, "batches_at", sup_draws)
+        run_stage(params, root, ("supervised", "0"))
+    return root, params, inner, meta_draws, adam_steps, sup_draws
 
+
+def test_sup_gets_exactly_the_meta_stage_budget(trained):
+    root, params, inner, meta_draws, adam_steps, sup_draws = trained
     m = params.meta
     # The matching rule: the same number of gradient steps, each on a batch of meta.batch_size images.
     assert len(inner) == m.steps * m.tasks_per_step * (m.inner_steps + 1) == m.gradient_steps() == 30
@@ -79,11 +80,8 @@ def test_sup_gets_exactly_the_meta_stage_budget(prepared, monkeypatch):
     assert ck["info"]["init"] == "scratch"
 
 
-def test_fresh_inner_batches_draw_one_batch_per_inner_step(prepared, monkeypatch):
-    root, params = prepared
-    raw = params.model_dump()
-    raw["meta"]["inner_batches"] = "fresh"
-    fresh = type(params).model_validate(raw)
+def test_fresh_inner_batches_draw_one_batch_per_inner_step(tiny_project, single_thread, monkeypatch):
+    root, fresh = tiny_project(meta={**META, "inner_batches": "fresh"}, runtime={"num_threads": 1})
     draws = Counter(tasks.meta_init.batches_at)
     monkeypatch.setattr(tasks.meta_init, "batches_at", draws)
     run_stage(fresh, root, ("meta_init", "meta", "0"))
@@ -91,10 +89,8 @@ def test_fresh_inner_batches_draw_one_batch_per_inner_step(prepared, monkeypatch
     assert draws.batches == m.steps * m.tasks_per_step * (m.inner_steps + 1)  # L batches + a partner per task
 
 
-def test_curves_log_gradient_norm_before_clipping_and_validation_loss(prepared):
-    root, params = prepared
-    run_stage(params, root, ("meta_init", "meta", "0"))
-    run_stage(params, root, ("supervised", "0"))
+def test_curves_log_gradient_norm_before_clipping_and_validation_loss(trained):
+    root, params = trained[:2]
     meta = pd.read_csv(root / "data" / "curves" / "seed0" / "meta.csv")
     assert meta["grad_norm"].notna().all() and (meta["grad_norm"] > 0).all()
     assert list(meta.dropna(subset=["val_loss"])["step"]) == [1, 2]  # after every val_every steps, and the last
@@ -125,16 +121,15 @@ def test_the_constant_predictor_is_the_training_median(prepared):
     assert saved["schema_version"] == 2 and saved["checkpoint_step"] == 0
 
 
-def test_pretrained_then_meta_then_finetune(tmp_path):
+def test_pretrained_then_meta_then_finetune(tiny_project, tmp_path, single_thread):
     """The official recipe's order: ImageNet-style encoder weights (a local file) -> Reptile -> fine-tuning."""
     weights = tmp_path / "encoder.pth"
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    tiny_params(tmp_path / "params.yaml", meta={**META, "start": "pretrained", "steps": 2, "tasks_per_step": 1},
-                init={"kinds": ["scratch", "pretrained"], "pretrained_path": str(weights)},
-                finetune={"steps": 2, "batch_size": 4, "log_every": 1, "inits": ["meta"]},
-                evaluate={"batch_size": 4, "models": ["ft_meta", "meta"]}, report={"baseline": "meta"},
-                runtime={"num_threads": 1})
-    params = load_params(tmp_path / "params.yaml")
+    _, params = tiny_project(upto=None, dest=tmp_path, meta={**META, "start": "pretrained", "steps": 2,
+                                                             "tasks_per_step": 1},
+                             init={"kinds": ["scratch", "pretrained"], "pretrained_path": str(weights)},
+                             finetune={"steps": 2, "batch_size": 4, "log_every": 1, "inits": ["meta"]},
+                             evaluate={"batch_size": 4, "models": ["ft_meta", "meta"]}, report={"baseline": "meta"},
+                             runtime={"num_threads": 1})
     torch.save(timm.create_model(params.model.encoder, pretrained=False).state_dict(), weights)
     for command in (("prepare", "loft"), ("init", "pretrained", "0"), ("meta_init", "meta", "0"),
                     ("finetune", "meta", "0")):

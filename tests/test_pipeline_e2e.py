@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_project import make_tiny_project, tiny_params
+from tiny_project import copy_project, sh, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -19,17 +19,9 @@ FT_AND_AFTER = {"finetune@scratch-0", "finetune@meta-0", "finetune@sup-0", "eval
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, prefect_api) -> Path:
-    return make_tiny_project(tmp_path_factory.mktemp("e2e") / "project")
-
-
-def sh(root: Path, *cmd: str, ok: bool = True) -> subprocess.CompletedProcess:
-    # PYTHONPATH: the stage processes must run the copied code that DVC hashes.
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
-    if ok:
-        assert r.returncode == 0, f"{cmd} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r
+def tiny(reproduced, tmp_path_factory) -> Path:
+    """A copy of the session's reproduced project, for the tests below that change it."""
+    return copy_project(reproduced[0], tmp_path_factory.mktemp("e2e") / "project")
 
 
 def changed_stages(root: Path) -> set[str]:
@@ -41,9 +33,9 @@ def ran(out: str) -> set[str]:
     return set(line[5:].split()) - {"-"}
 
 
-def test_dvc_repro_runs_the_pipeline(tiny):
-    r = sh(tiny, "metadepth", "repro")
-    assert "report: reports/summary.md" in r.stdout and "| meta-init + fine-tune |" in r.stdout
+def test_dvc_repro_runs_the_pipeline(reproduced):
+    tiny, stdout = reproduced  # the session's one `metadepth repro` of a fresh tiny project
+    assert "report: reports/summary.md" in stdout and "| meta-init + fine-tune |" in stdout
     assert (tiny / "reports" / "figures" / "qualitative.png").is_file()
     assert changed_stages(tiny) == set()
     metrics = sorted((tiny / "data/metrics").rglob("*.json"))

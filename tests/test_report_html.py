@@ -13,11 +13,9 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 from fake_metrics import write_metrics
-from tiny_project import ROOT, tiny_params
+from tiny_project import ROOT
 
 from tasks.initialize import run_init
-from tasks.params import load_params
-from tasks.preprocess.prepare import prepare
 from tasks.report import run_report
 
 RMSE = {  # model -> dataset -> metric-protocol RMSE per training seed (seeds 0, 1)
@@ -30,16 +28,11 @@ RMSE = {  # model -> dataset -> metric-protocol RMSE per training seed (seeds 0,
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, single_thread):
+def project(tiny_project, single_thread):
     """Two training seeds. Only the qualitative grid needs weights: seed 0's scratch start stands in for both
     fine-tuned models (the grid draws predictions next to the ground truth, whatever the weights)."""
-    root = tmp_path_factory.mktemp("report")
-    (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    tiny_params(root / "params.yaml", seeds=[0, 1], evaluate={"batch_size": 4, "models": ["ft_scratch", "ft_meta",
-                                                                                          "meta"]})
-    params = load_params(root / "params.yaml")
-    for d in params.data.domains:
-        prepare(params, root, d)
+    root, params = tiny_project(upto="prepare", seeds=[0, 1],
+                                evaluate={"batch_size": 4, "models": ["ft_scratch", "ft_meta", "meta"]})
     run_init(params, root, "scratch", seed=0)
     ckpt = root / "data/checkpoints/seed0"
     for name in ("ft_scratch", "ft_meta"):

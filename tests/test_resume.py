@@ -14,9 +14,7 @@ import torch
 from tiny_project import ROOT, tiny_params
 
 from tasks.checkpoints import load_checkpoint
-from tasks.initialize import run_init
 from tasks.params import load_params
-from tasks.preprocess.prepare import prepare
 
 STEPS = 40
 SCRIPT = """
@@ -31,15 +29,12 @@ run_finetune(params, root, "scratch") if sys.argv[1] == "finetune" else run_meta
 """
 
 
-def make_project(root: Path) -> None:
-    root.mkdir(parents=True)
-    (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    tiny_params(root / "params.yaml", meta={"steps": STEPS, "batch_size": 4, "log_every": 1},
-                finetune={"steps": STEPS, "batch_size": 4, "log_every": 1},
-                runtime={"num_threads": 1, "resume_every": 3})
-    params = load_params(root / "params.yaml")
-    prepare(params, root, params.data.train_domain)
-    run_init(params, root, "scratch")
+@pytest.fixture
+def make_project(tiny_project):
+    """A project at `root` with prepared data and the scratch start, STEPS steps per training stage."""
+    return lambda root: tiny_project(dest=root, meta={"steps": STEPS, "batch_size": 4, "log_every": 1},
+                                     finetune={"steps": STEPS, "batch_size": 4, "log_every": 1},
+                                     runtime={"num_threads": 1, "resume_every": 3})
 
 
 def start(stage: str, root: Path) -> subprocess.Popen:
@@ -49,7 +44,7 @@ def start(stage: str, root: Path) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("stage, out", [("finetune", "ft_scratch"), ("meta_init", "meta")])
-def test_kill_9_then_resume_equals_uninterrupted(tmp_path, stage, out):
+def test_kill_9_then_resume_equals_uninterrupted(make_project, tmp_path, stage, out):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     make_project(killed)
     make_project(clean)
@@ -82,7 +77,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, stage, out):
     assert curve == (clean / "data" / "curves" / "seed0" / f"{out}.csv").read_text()
 
 
-def test_resume_file_from_other_inputs_is_ignored(tmp_path):
+def test_resume_file_from_other_inputs_is_ignored(make_project, tmp_path):
     from tasks.finetune import run_finetune
 
     root = tmp_path / "p"

@@ -13,10 +13,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from tiny_project import ROOT
 
 from tasks.preprocess.shards import ShardDataset, write_split
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write(path: Path, n: int = 12, chunk_frames: int = 1, compression: str = "none") -> Path:

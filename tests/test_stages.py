@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tiny_project import ROOT, run_stages, tiny_params
+from tiny_project import ROOT, tiny_params
 
 from tasks.checkpoints import load_checkpoint
 from tasks.evaluate import METRICS, run_evaluate
@@ -24,13 +24,8 @@ from tasks.report import run_report
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stages")
-    (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    tiny_params(root / "params.yaml")
-    params = load_params(root / "params.yaml")
-    run_stages(params, root)
-    return root, params
+def project(tiny_project):
+    return tiny_project(upto="report")
 
 
 def test_prepared_shard_contract(project):

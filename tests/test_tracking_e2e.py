@@ -10,14 +10,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tiny_project import make_tiny_project, tiny_params
+from tiny_project import tiny_params
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, prefect_api) -> Path:
-    root = make_tiny_project(tmp_path_factory.mktemp("tracking") / "project")
+def tiny(tiny_repo, prefect_api) -> Path:
+    root = tiny_repo("tracking")
     sh(root, "dvc", "remote", "add", "backup", str(root.parent / "remote"))  # not the default remote
     tiny_params(root / "params.yaml", tracking={"mlflow_uri": "sqlite:///runs/other.db", "experiment": "tiny",
                                                 "dvc_remote": "backup"})

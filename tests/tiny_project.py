@@ -1,10 +1,13 @@
-"""Build a tiny, self-contained copy of the project (git + DVC repo) for end-to-end tests.
+"""The tiny project the tests run: shrunk params, the DAG run in-process, and a git + DVC copy for end-to-end tests.
 
-The copy carries the real dvc.yaml and code; only params.yaml is shrunk so the whole DAG runs in seconds on 2 cores.
+The git + DVC copy carries the real dvc.yaml and code; only params.yaml is shrunk so the whole DAG runs in seconds on
+2 cores. `Templates` builds each pipeline stage once per session and hands out copies (conftest's `tiny_project`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -39,6 +42,16 @@ def tiny_params(path: Path, **overrides: dict) -> None:
         yaml.dump(raw, f)
 
 
+def write_params(root: Path, **overrides: dict):
+    """root/params.yaml = the project's params.yaml, shrunk to TINY, then `overrides` (section -> values)."""
+    from tasks.params import load_params
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    tiny_params(root / "params.yaml", **overrides)
+    return load_params(root / "params.yaml")
+
+
 def make_tiny_project(dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in COPY:
@@ -57,6 +70,22 @@ def make_tiny_project(dest: Path) -> Path:
     run("git", "add", "-A")
     run("git", "commit", "-qm", "tiny project")
     return dest
+
+
+def copy_project(src: Path, dest: Path) -> Path:
+    """A copy of a tiny project, its git and DVC state (and run outputs, DVC cache, Prefect results) included."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+def sh(root: Path, *cmd: str, ok: bool = True) -> subprocess.CompletedProcess:
+    """Run a command in a tiny project as a user would; `ok`: it must succeed (else its output is the failure)."""
+    # PYTHONPATH: the stage processes must run the copied code that DVC hashes.
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    if ok:
+        assert r.returncode == 0, f"{cmd} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
 
 
 STAGE_ORDER = ("prepare", "init", "meta_init", "supervised", "finetune", "evaluate", "report")
@@ -86,3 +115,76 @@ def run_stages(params, root: Path, upto: str = "report", start: str = "prepare")
     for command in stage_commands(params, upto):
         if STAGE_ORDER.index(command[0]) >= first:
             run_stage(params, root, command)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Tiny nets on a small shared CPU: intra-op threads mostly add contention (erratic 10x slowdowns). Restores the
+    thread count after, also when a stage set its own (runtime.num_threads)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+# The params sections a stage's outputs depend on (coarser than dvc.yaml's keys, so never too few). A copied output
+# is the one the stage would have written: the stages are deterministic on CPU (test_stages checks it).
+READS = {"prepare": {"seed", "data"}, "init": {"seed", "seeds", "model", "init"}}
+
+
+class Templates:
+    """The tiny DAG, each stage run once on the tiny params, and copies of its outputs.
+
+    Level `upto` is a project with every stage up to and including `upto` run; it is built from the level before
+    it, on first use only, so a session pays for each stage at most once.
+    """
+
+    def __init__(self, base: Path):
+        self.base = base
+        self.params = write_params(base)
+        self.levels: dict[str, Path] = {}
+
+    def level(self, upto: str) -> Path:
+        if upto not in self.levels:
+            i = STAGE_ORDER.index(upto)
+            dest = self.base / upto
+            if i:
+                shutil.copytree(self.level(STAGE_ORDER[i - 1]), dest, symlinks=True)
+            else:
+                write_params(dest)
+            with one_thread():
+                run_stages(self.params, dest, upto=upto, start=upto)
+            self.levels[upto] = dest
+        return self.levels[upto]
+
+    def reusable(self, params, upto: str) -> str | None:
+        """The last stage up to `upto` whose outputs (and those of the stages before it) `params` would not change."""
+        mine, theirs = params.model_dump(), self.params.model_dump()
+        last = None
+        for kind in STAGE_ORDER[: STAGE_ORDER.index(upto) + 1]:
+            sections = READS.get(kind, set(mine) | set(theirs))  # later stages: every section must match
+            if any(mine.get(s) != theirs.get(s) for s in sections):
+                break
+            last = kind
+        return last
+
+    def project(self, dest: Path, upto: str | None = "init", **overrides: dict):
+        """A project at dest on the tiny params + overrides with the stages up to `upto` run: the outputs these
+        params leave unchanged are copied from the templates, the rest is run here. Returns its params."""
+        params = write_params(dest, **overrides)
+        if upto is None:
+            return params
+        reused = self.reusable(params, upto)
+        if reused:
+            for name in ("data", "reports"):
+                if (self.level(reused) / name).exists():
+                    shutil.copytree(self.level(reused) / name, dest / name, dirs_exist_ok=True)
+        if reused != upto:
+            start = STAGE_ORDER[STAGE_ORDER.index(reused) + 1] if reused else STAGE_ORDER[0]
+            with one_thread():
+                run_stages(params, dest, upto=upto, start=start)
+        return params
