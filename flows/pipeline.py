@@ -102,7 +102,8 @@ def stage_task(args: tuple[str, ...], root: str, parent_run_id: str | None = Non
 
 def _submit(spec: StageSpec, root: Path, parent: str | None, wait_for: list[Any]) -> Any:
     # A cache record whose outputs are gone on disk is a miss: refresh it instead of trusting it.
-    opts = {"task_run_name": spec.name, "refresh_cache": not outputs_exist(root, spec)}
+    present = outputs_exist(root, spec) and STAGES[spec.kind].outputs_complete(load_params(root / "params.yaml"), root)
+    opts = {"task_run_name": spec.name, "refresh_cache": not present}
     return stage_task.with_options(**opts).submit(spec.args, str(root), parent, wait_for=wait_for)
 
 

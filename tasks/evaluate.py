@@ -111,15 +111,19 @@ def run_evaluate(params: Params, root: Path, model_name: str, dataset: str, seed
     return result
 
 
+def metrics_files(params: Params, root: Path) -> list[Path]:
+    """The metrics file of every evaluate.models x data.domains x seeds: what the evaluate stage writes."""
+    return [Layout(root, s).metrics_file(m, d) for s in params.seeds for m in params.evaluate.models
+            for d in params.data.domains]
+
+
 def run_evaluate_all(params: Params, root: Path) -> EvaluationResult:
     """The evaluate stage: evaluate.models x data.domains x seeds, one metrics file each."""
     rt = Runtime.from_params(params.runtime)
-    files = []
     for seed in params.seeds:
         for model_name in params.evaluate.models:
             for dataset in params.data.domains:
                 run_evaluate(params, root, model_name, dataset, seed, runtime=rt)
-                files.append(str(Layout(root, seed).metrics_file(model_name, dataset).relative_to(root)))
         print(f"evaluate: seed {seed}: {len(params.evaluate.models)} models x {len(params.data.domains)} datasets",
               flush=True)
-    return EvaluationResult(files=files)
+    return EvaluationResult(files=[str(p.relative_to(root)) for p in metrics_files(params, root)])

@@ -36,20 +36,31 @@ class Stage:
     logged_model: bool = False  # ... and as an MLflow model (the deliverables)
     report: bool = False  # the stage writes reports/: logged as artifacts and published to Prefect
     evaluations: bool = False  # the result's metrics files become one nested MLflow run each
+    # "module:function" of (params, root) -> the files inside the stage's output folders that must all exist for a
+    # cached result to be trusted (a folder out alone would still "exist" with one file deleted)
+    expected_files: str | None = None
 
     @property
     def seeded(self) -> bool:
         return bool(self.args) and self.args[-1] is SEED
 
     def function(self) -> Callable[..., Any]:
-        module, name = self.target.split(":")
-        return getattr(importlib.import_module(module), name)
+        return _resolve(self.target)
+
+    def outputs_complete(self, params: Any, root: Any) -> bool:
+        """Every expected file is there (always true for a stage whose outs are its files)."""
+        return self.expected_files is None or all(p.exists() for p in _resolve(self.expected_files)(params, root))
 
     def call_args(self, values: tuple[str, ...]) -> tuple[list[str], dict[str, Any]]:
         """(positional names, keywords) for the stage function from the command-line values."""
         if self.seeded:
             return list(values[:-1]), {"seed": int(values[-1])}
         return list(values), {}
+
+
+def _resolve(target: str) -> Callable[..., Any]:
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 _SUPERVISED_LOGS = {"loss": "train_loss", "lr": "lr", "grad_norm": "grad_norm", "val_loss": "val_loss"}
@@ -65,6 +76,7 @@ STAGES: dict[str, Stage] = {s.kind: s for s in (
           metric_names=_SUPERVISED_LOGS, checkpoint_artifact=True),
     Stage("finetune", "tasks.finetune:run_finetune", (Arg("START", "finetune.inits"), SEED), trains=True,
           output="ft_{0}", metric_names=_SUPERVISED_LOGS, checkpoint_artifact=True, logged_model=True),
-    Stage("evaluate", "tasks.evaluate:run_evaluate_all", evaluations=True),  # every model x dataset x seed
+    Stage("evaluate", "tasks.evaluate:run_evaluate_all", evaluations=True,  # every model x dataset x seed
+          expected_files="tasks.evaluate:metrics_files"),
     Stage("report", "tasks.report:run_report", report=True),
 )}

@@ -84,3 +84,23 @@ def test_our_reading_of_dvc_yaml_agrees_with_dvcs_public_api(project, monkeypatc
             node = shown
             for part in key.split("."):
                 node = node[part]
+
+
+def test_a_deleted_file_inside_a_folder_output_is_a_cache_miss(tmp_path):
+    """evaluate's out is the folder data/metrics: with one metrics file gone the folder still exists, so the stage
+    must say which files it needs (a cached result would otherwise leave the report without its input)."""
+    from tiny_project import write_params
+
+    from tasks.evaluate import metrics_files
+    from tasks.stages import STAGES
+
+    params = write_params(tmp_path)
+    files = metrics_files(params, tmp_path)
+    assert len(files) == len(params.seeds) * len(params.evaluate.models) * len(params.data.domains)
+    for f in files:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("{}")
+    assert STAGES["evaluate"].outputs_complete(params, tmp_path)
+    files[-1].unlink()
+    assert not STAGES["evaluate"].outputs_complete(params, tmp_path)
+    assert STAGES["report"].outputs_complete(params, tmp_path)  # a stage whose outs are its files: DVC's outs
