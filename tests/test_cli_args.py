@@ -158,7 +158,7 @@ def test_argument_errors_come_before_any_heavy_import(tmp_path):
     text = (ROOT / "params.yaml").read_text()
     (folders["ok"] / "params.yaml").write_text(text)
     (folders["broken"] / "params.yaml").write_text("seed: 0\nseeds: [0\ndata: {}\n")  # an unclosed list
-    (folders["renamed"] / "params.yaml").write_text(text.replace("  steps: 300", "  stepz: 300"))
+    (folders["renamed"] / "params.yaml").write_text(text.replace("  steps: 800", "  stepz: 800"))  # finetune.steps
     (folders["ok"] / "README.md").write_text("not an image")
     (folders["ok"] / "fake.pt").write_bytes(b"not read: the inputs are checked first")
     (folders["ok"] / "images").mkdir()
