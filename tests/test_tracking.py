@@ -136,7 +136,7 @@ def test_one_nested_run_per_evaluation_record(mlflow_uri):
                                   "median.rmse": 0.75, "median.n_valid_pixels": 100}
     assert first.data.params["metric.align"] == "none" and second.data.tags["model"] == "ft_scratch"
     found = client.search_runs([first.info.experiment_id], "tags.model = 'ft_scratch' and tags.dataset = 'loft' "
-                               "and tags.kind = 'evaluation'")
+                               f"and tags.kind = 'evaluation' and tags.mlflow.parentRunId = '{parent.id}'")
     assert [r.info.run_id for r in found] == [ids[1]]
 
 
