@@ -103,8 +103,9 @@ def test_report(project):
     assert list(curve["step"]) == list(range(params.finetune.steps))
 
 
-def test_finetune_is_reproducible(project, tmp_path):
-    """Same seed and params give bit-identical weights on CPU (and the resume logic does not interfere)."""
+def test_finetune_is_reproducible(project, tmp_path, single_thread):
+    """Same seed and params give bit-identical weights on CPU (and the resume logic does not interfere); with one
+    thread, as the template ran, since thread counts round differently."""
     root, params = project
     (tmp_path / "data" / "checkpoints" / "seed0").mkdir(parents=True)
     (tmp_path / "data" / "prepared").symlink_to(root / "data" / "prepared", target_is_directory=True)
