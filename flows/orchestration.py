@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.io import MetadepthError
+from tasks.stages import arg_table
 
 TRAIN_LIMIT = "metadepth-train"  # Prefect global concurrency limit held while a training stage runs
 TABLE_KEY = "metadepth-cross-dataset"  # table artifact: the report's tables as numbers
@@ -59,19 +60,9 @@ def _warn(what: str, err: Exception) -> None:
 # --- run names ---------------------------------------------------------------------------------------------------
 
 
-def stage_arg_table() -> dict[str, list[tuple[str, str]]]:
-    """The arguments of each `metadepth stage KIND ...`: (NAME, the params.yaml list its values come from).
-
-    The one place the table is read from here and in flows/serve.py: the stage registry's.
-    """
-    from tasks.stages import STAGES
-
-    return {kind: [(a.name, a.choices) for a in stage.args] for kind, stage in STAGES.items()}
-
-
 def stage_arguments(args: Sequence[str]) -> dict[str, str]:
     """`metadepth stage` arguments by name: ("finetune", "meta", "0") -> {"START": "meta", "SEED": "0"}."""
-    names = [name for name, _ in stage_arg_table().get(args[0], [])]
+    names = [name for name, _ in arg_table().get(args[0], [])]
     return dict(zip(names, args[1:], strict=False))
 
 

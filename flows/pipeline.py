@@ -34,7 +34,7 @@ from tasks import tracking
 from tasks.caching import StageSpec, cache_key, find_stage, load_stages, outputs_exist
 from tasks.io import MetadepthError, project_lock
 from tasks.param_values import apply_overrides, params_hash, result_params, subset
-from tasks.params import load_params
+from tasks.params import Params, load_params
 from tasks.stages import STAGES
 
 
@@ -100,9 +100,9 @@ def stage_task(args: tuple[str, ...], root: str, parent_run_id: str | None = Non
     return {"stage": spec.name, "result": result}
 
 
-def _submit(spec: StageSpec, root: Path, parent: str | None, wait_for: list[Any]) -> Any:
+def _submit(spec: StageSpec, root: Path, params: Params, parent: str | None, wait_for: list[Any]) -> Any:
     # A cache record whose outputs are gone on disk is a miss: refresh it instead of trusting it.
-    present = outputs_exist(root, spec) and STAGES[spec.kind].outputs_complete(load_params(root / "params.yaml"), root)
+    present = outputs_exist(root, spec) and STAGES[spec.kind].outputs_complete(params, root)
     opts = {"task_run_name": spec.name, "refresh_cache": not present}
     return stage_task.with_options(**opts).submit(spec.args, str(root), parent, wait_for=wait_for)
 
@@ -125,7 +125,8 @@ def _stage_flow(kind: str):
         rootp = Path(root)
         spec = find_stage(rootp, tuple(args))
         with stop_on_signals():
-            out = _submit(spec, rootp, os.environ.get(tracking.PARENT_ENV), []).result()
+            out = _submit(spec, rootp, load_params(rootp / "params.yaml"), os.environ.get(tracking.PARENT_ENV),
+                          []).result()
         if STAGES[spec.kind].report:
             publish_report(rootp, out["result"])
         return out
@@ -173,7 +174,8 @@ def _pipeline(rootp: Path, overrides: list[str] | None, commit: bool) -> dict[st
     futures: dict[str, Any] = {}
     try:
         for spec in stages:
-            futures[spec.name] = _submit(spec, rootp, parent.id, [futures[u.name] for u in spec.upstream(stages)])
+            futures[spec.name] = _submit(spec, rootp, params, parent.id,
+                                         [futures[u.name] for u in spec.upstream(stages)])
         results = {name: f.result() for name, f in futures.items()}
         cached = [name for name, f in futures.items() if f.state.name == "Cached"]
         for name in cached:  # a cache hit ran no code, but the pipeline run should still show every stage

@@ -15,9 +15,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from flows.orchestration import make_task_runner, pipeline_run_name, stage_arg_table, stage_run_name
+from flows.orchestration import make_task_runner, pipeline_run_name, stage_run_name
 from tasks import tracking
 from tasks.params import Params, load_params
+from tasks.stages import arg_table
 
 SERVE_ENV = "METADEPTH_SERVE"  # root, max_parallel and the params of serving time, for the flow-run processes
 PIPELINE_DESCRIPTION = (
@@ -44,7 +45,7 @@ def stage_parameters(kind: str, params: Params) -> list[inspect.Parameter]:
     choosing among the values params.yaml allows (a dropdown in the UI); SEED is an int. Defaults: the first."""
     values = params.model_dump(mode="json")
     out = []
-    for name, key in stage_arg_table()[kind]:
+    for name, key in arg_table()[kind]:
         choices = list(functools.reduce(lambda node, k: node[k], key.split("."), values))
         annotation: Any = int if name == "SEED" else Literal[tuple(str(c) for c in choices)]
         default = int(choices[0]) if name == "SEED" else str(choices[0])
@@ -56,7 +57,7 @@ def stage_parameters(kind: str, params: Params) -> list[inspect.Parameter]:
 def stage_args(kind: str, values: dict[str, Any]) -> tuple[str, ...]:
     """The `metadepth stage` arguments from a typed deployment's parameters: {"start": "meta", "seed": 0} ->
     ("finetune", "meta", "0")."""
-    return (kind, *(str(values[name.lower()]) for name, _ in stage_arg_table()[kind]))
+    return (kind, *(str(values[name.lower()]) for name, _ in arg_table()[kind]))
 
 
 def _typed_run_name(kind: str) -> str:
@@ -118,7 +119,7 @@ def deployments(root: Path, max_parallel: int) -> list[Any]:
     out = [pipeline_flow(root, base, max_parallel).to_deployment(
         parameters={"params": base.model_dump(mode="json")}, description=PIPELINE_DESCRIPTION.format(root=root),
         **opts)]
-    for kind, names in stage_arg_table().items():
+    for kind, names in arg_table().items():
         description = STAGE_DESCRIPTION.format(kind=kind, names=" ".join(n for n, _ in names), root=root)
         out.append(typed_stage_flow(kind, root, base).to_deployment(description=description, **opts))
     return out
@@ -130,7 +131,7 @@ def __getattr__(name: str) -> Any:
     (the same root, parallelism and serving-time params, so the form and the flow agree)."""
     served = json.loads(os.environ.get(SERVE_ENV, "null"))
     kind = name.removesuffix("_stage")
-    if served is None or not (name == "pipeline" or (name != kind and kind in stage_arg_table())):
+    if served is None or not (name == "pipeline" or (name != kind and kind in arg_table())):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     root, base = Path(served["root"]), Params.model_validate(served["params"])
     return pipeline_flow(root, base, served["max_parallel"]) if name == "pipeline" else typed_stage_flow(kind, root,

@@ -26,7 +26,7 @@ from tasks.param_values import subset
 from tasks.params import Params
 from tasks.preprocess.shards import ShardDataset
 from tasks.telemetry import Tracker
-from tasks.training import TrainingResult, TrainingRun, augment_fn, loss_fn_for
+from tasks.training import TrainingResult, TrainingRun, augment_fn
 
 CURVE_COLUMNS = ["step", "loss", "lr", "grad_norm", "val_loss"]
 METRIC_NAMES = {"loss": "train_loss", "lr": "lr", "grad_norm": "grad_norm", "val_loss": "val_loss"}
@@ -58,7 +58,7 @@ def train_supervised(params: Params, root: Path, *, stage: str, start: str, outp
     net = rt.compile(net)  # forward only: `model` (plain keys) is what gets saved
     batches = batches_at(ShardDataset(run.train_shard), batch_size, seed, itertools.count(start_step),
                          part=(rt.rank, rt.world), **rt.loader_kwargs)
-    loss_fn = loss_fn_for(params.loss)
+    loss_fn = run.loss_fn
     augment = augment_fn(params.augment) if cfg.online_augment else None
     loss_value = float("nan")
     for step in run.steps():
@@ -71,11 +71,10 @@ def train_supervised(params: Params, root: Path, *, stage: str, start: str, outp
         run.check_finite(loss_value, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
         if cfg.clip_grad_norm:
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
         else:
-            grad_norm = torch.nn.utils.get_total_norm(grads)
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
         optimizer.step()
         scheduler.step()
         run.log(step, {"loss": loss_value, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm.item()},

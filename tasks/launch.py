@@ -30,21 +30,12 @@ import torch.distributed as dist
 from tasks.io import MetadepthError
 from tasks.layout import Layout
 from tasks.params import Params, load_params
-from tasks.runtime import Runtime
+from tasks.runtime import Runtime, cpu_threads_per_worker
 from tasks.stages import STAGES, Stage
 from tasks.training import TrainingResult
 
 ERROR_MARK = "METADEPTH_ERROR: "  # a worker's MetadepthError, re-raised by the parent as its own one-line error
 LAUNCHER_ENV = "METADEPTH_LAUNCHER_PID"  # the process that started torchrun; workers stop when it is gone
-
-
-def cpu_threads_per_worker(workers: int) -> int:
-    """CPU threads each worker may use without oversubscribing the machine (1 per worker on 2 cores, 2 workers)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // workers)
 
 
 def log_curve(tracker: Any, curve: Path, names: dict[str, str]) -> None:

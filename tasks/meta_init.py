@@ -19,7 +19,7 @@ from tasks.param_values import subset
 from tasks.params import Params
 from tasks.preprocess.shards import ShardDataset
 from tasks.telemetry import Tracker
-from tasks.training import TrainingResult, TrainingRun, augment_fn, criterion_for, loss_fn_for
+from tasks.training import TrainingResult, TrainingRun, augment_fn, criterion_for
 
 CURVE_COLUMNS = ["step", "loss_first", "loss_last", "loss_task_augment", "update_norm", "grad_norm", "val_loss"]
 METRIC_NAMES = {c: f"meta_{c}" for c in CURVE_COLUMNS if c != "step"}
@@ -45,7 +45,7 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
                                          shuffle_p=ta.shuffle_fraction if ta.channel_shuffle else 0.0,
                                          criterion=criterion_for(params.loss))
     reptile = Reptile(
-        run.model, loss_fn_for(params.loss), inner_lr=settings.inner_lr, inner_steps=settings.inner_steps,
+        run.model, run.loss_fn, inner_lr=settings.inner_lr, inner_steps=settings.inner_steps,
         outer_lr=settings.outer_lr, outer_optimizer=settings.outer_optimizer, clip=settings.clip,
         clip_max=settings.clip_max,
         inner_augment=augment_fn(params.augment) if settings.online_augment else None, task_augment=task_augment,

@@ -46,13 +46,18 @@ def share_cpu(rt: RuntimeParams, parallel: int) -> int:
     machine (benchmarks/cpu_parallel.py, docs/performance.md): two trainings at one thread each finish well
     before the same two one after the other with both threads.
     """
+    threads = rt.num_threads or cpu_threads_per_worker(parallel)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def cpu_threads_per_worker(workers: int) -> int:
+    """CPU threads each of `workers` may use without oversubscribing the machine (1 each on 2 cores, 2 workers)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    threads = rt.num_threads or max(1, cores // max(parallel, 1))
-    torch.set_num_threads(threads)
-    return threads
+    return max(1, cores // max(workers, 1))
 
 
 def _amp_dtype(rt: RuntimeParams, device: torch.device) -> torch.dtype | None:

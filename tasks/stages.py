@@ -80,3 +80,8 @@ STAGES: dict[str, Stage] = {s.kind: s for s in (
           expected_files="tasks.evaluate:metrics_files"),
     Stage("report", "tasks.report:run_report", report=True),
 )}
+
+
+def arg_table() -> dict[str, list[tuple[str, str]]]:
+    """Stage kind -> its arguments as (NAME, the params.yaml list of its values), for help texts and forms."""
+    return {kind: [(a.name, a.choices) for a in stage.args] for kind, stage in STAGES.items()}

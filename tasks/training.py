@@ -97,7 +97,7 @@ class TrainingRun:
                  total: int, columns: list[str], metric_names: dict[str, str], log_every: int, val_every: int,
                  resume_inputs: list[Any], tracker: Tracker | None = None):
         self.label, self.total, self.log_every, self.metric_names = label, total, log_every, metric_names
-        self.val_every, self._val_loss = val_every, loss_fn_for(params.loss)
+        self.val_every, self.loss_fn = val_every, loss_fn_for(params.loss)  # the stage's training loss
         self.tracker = tracker or NullTracker()
         self.seed = training_seed(params, seed)
         self.rt = Runtime.from_params(params.runtime)
@@ -159,7 +159,7 @@ class TrainingRun:
                 items = [data[i] for i in range(lo, min(len(data), lo + batch_size))]
                 batch = self.rt.batch(torch.utils.data.default_collate(items))
                 with self.rt.autocast():
-                    total += self._val_loss(self.model, batch).item() * len(items)
+                    total += self.loss_fn(self.model, batch).item() * len(items)
                 n += len(items)
         self.model.train()
         return total / max(n, 1)

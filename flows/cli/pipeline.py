@@ -18,20 +18,13 @@ import typer
 from flows.cli._common import configure_env, project_root, user_errors
 from flows.orchestration import DEFAULT_MAX_PARALLEL, TASK_RUNNERS
 from tasks.io import MetadepthError
+from tasks.stages import arg_table
 
 app = typer.Typer()
 
 
-def stage_table() -> dict[str, list[tuple[str, str]]]:
-    """Stage kind -> its arguments as (NAME, the params.yaml list of its values): the one place the CLI reads the
-    stage list from, without Prefect."""
-    from tasks.stages import STAGES
-
-    return {kind: [(a.name, a.choices) for a in stage.args] for kind, stage in STAGES.items()}
-
-
 def _stage_help() -> str:
-    lines = [" ".join([kind, *(f"{name} ({key})" for name, key in args)]) for kind, args in stage_table().items()]
+    lines = [" ".join([kind, *(f"{name} ({key})" for name, key in args)]) for kind, args in arg_table().items()]
     return ("Run one pipeline stage as a Prefect flow (the command each dvc.yaml stage runs).\n\n"
             "Stages and their arguments, each a value of the params.yaml list in brackets:\n\n"
             "\b\n" + "\n".join(f"  {line}" for line in lines))
