@@ -81,7 +81,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run the selected sections and write the JSON report atomically; returns what was written.
 
-    `threads`: torch intra-op threads for every section; 0 means runtime.num_threads of params.yaml (torch's
+    `threads`: torch intra-op threads for every section; 0 means runtime.host.num_threads of params.yaml (torch's
     default when that is 0 too). 1 by default: on a small shared CPU, 2-thread timings of these small convolutions
     swing by 10x from one step to the next, which no median repairs.
     A section that fails is recorded with its error and the others still run; the report is written either way, so
@@ -96,8 +96,8 @@ def run_bench(
     params = load_params(root / "params.yaml")
     if quick:
         params = shrink_for_quick(params)
-    default_threads = torch.get_num_threads()  # before anything changes it: what runtime.num_threads 0 gives
-    n_threads = threads or params.runtime.num_threads
+    default_threads = torch.get_num_threads()  # before anything changes it: what runtime.host.num_threads 0 gives
+    n_threads = threads or params.runtime.host.num_threads
     if n_threads:
         torch.set_num_threads(n_threads)
     out = out or root / "reports" / "bench.json"
@@ -108,8 +108,9 @@ def run_bench(
         "git_commit": git_commit(root), "machine": _machine(torch.get_num_threads()), "loadavg_before": loadavg(),
         "params": {"device": str(bench_device(params)), "encoder": params.model.encoder,
                    "resolution": [params.data.height, params.data.width],
-                   "finetune_batch_size": params.finetune.batch_size, "meta_batch_size": params.meta.batch_size,
-                   "inner_steps": params.meta.inner_steps, "num_workers": params.runtime.num_workers,
+                   "finetune_batch_size": params.finetune.batch_size,
+                   "meta_batch_size": params.meta.settings.batch_size,
+                   "inner_steps": params.meta.settings.inner_steps, "num_workers": params.runtime.host.num_workers,
                    "compression": params.data.compression, "chunk_frames": params.data.chunk_frames},
         "sections": {},
     }

@@ -29,7 +29,7 @@ QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "data": {"height": 32, "width": 48},
     "model": {"encoder": "test_convnext"},
     "finetune": {"batch_size": 4},
-    "meta": {"batch_size": 4},
+    "meta": {"settings": {"batch_size": 4}},
     "evaluate": {"batch_size": 8},
 }
 FIXTURE_BYTES = 256 * 2**20
@@ -56,7 +56,7 @@ class BenchConfig:
         """A synthetic domain to render fixtures from: the training domain when it is synthetic."""
         from tasks.preprocess.synthetic import DOMAINS
 
-        d = self.params.data.train_domain
+        d = self.params.train_domain
         return d if d in DOMAINS else sorted(DOMAINS)[0]
 
     def frames(self) -> dict[str, np.ndarray]:
@@ -68,23 +68,24 @@ class BenchConfig:
             # A sample of the training set is enough to time it: at most 768 frames and ~256 MB (the paper profile's
             # 20000 frames at 256x320 would take longer to render than everything else together).
             n = self.size(min(d.train_size, 768, max(64, FIXTURE_BYTES // (d.height * d.width * 7))), 32)
-            batches = list(synthetic.generate(self.domain, n, self.params.seed, d.height, d.width, d.render_batch))
+            batches = list(synthetic.generate(self.domain, n, self.params.data.seed, d.height, d.width,
+                                              self.params.runtime.host.render_batch))
             self._frames = {k: np.concatenate([b[k] for b in batches]) for k in ("rgb", "depth", "intrinsics")}
         return self._frames
 
 
 def bench_device(params: Params) -> Any:
-    """The device the training stages would use (runtime.device), falling back to the CPU instead of failing."""
+    """The device the training stages would use (runtime.host.device), falling back to the CPU instead of failing."""
     import torch
 
-    return torch.device("cuda" if params.runtime.device != "cpu" and torch.cuda.is_available() else "cpu")
+    return torch.device("cuda" if params.runtime.host.device != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def finetune_step(params: Params, model: Any, batch: dict[str, Any], device: Any = None) -> Callable[[], None]:
     """One step of tasks/finetune.py's loop as a closure, with the same per-step work and the same policies.
 
-    Moving the (CPU) batch to the device, online augmentation, autocast (runtime.amp) and memory layout
-    (runtime.channels_last), loss, backward, clipping and Adam: on the CPU defaults the policies are no-ops.
+    Moving the (CPU) batch to the device, online augmentation, autocast (runtime.numerics.amp) and memory layout
+    (runtime.numerics.channels_last), loss, backward, clipping and Adam: on the CPU defaults the policies are no-ops.
     """
     import dataclasses
 
@@ -96,11 +97,11 @@ def finetune_step(params: Params, model: Any, batch: dict[str, Any], device: Any
     rt = Runtime.from_params(params.runtime)
     if device is not None:
         rt = dataclasses.replace(rt, device=device)
-    ft = params.finetune
+    ft = params.finetune.settings
     rt.place(model).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=ft.lr, weight_decay=ft.weight_decay)
     loss_fn, augment = loss_fn_for(params.loss), augment_fn(params.augment)
-    g = torch.Generator().manual_seed(params.seed)
+    g = torch.Generator().manual_seed(params.data.seed)
 
     def step() -> None:
         b = rt.batch(batch)
@@ -121,7 +122,8 @@ def shrink_for_quick(params: Params) -> Params:
     """params.yaml with QUICK_OVERRIDES applied and validated like any override."""
     raw = params.model_dump(mode="json")
     for section, values in QUICK_OVERRIDES.items():
-        raw[section] = {**raw[section], **values}
+        raw[section] = {**raw[section], **{k: {**raw[section][k], **v} if isinstance(v, dict) else v
+                                           for k, v in values.items()}}
     return validate(raw, "params.yaml with --quick sizes")
 
 

@@ -1,6 +1,6 @@
 """Two settings of the CPU training step that a params key could switch: torch threads and `torch.compile`.
 
-threads: the fine-tuning step at 1 torch thread vs torch's default (one per core, what runtime.num_threads 0 gives),
+threads: the fine-tuning step at 1 torch thread vs torch's default (one per core, runtime.host.num_threads 0),
 and the default with OMP_WAIT_POLICY=PASSIVE (OpenMP threads sleep instead of spinning while they wait). Each in a
 fresh process, in alternating rounds. On a small shared machine more threads can be much slower, not faster.
 
@@ -32,7 +32,7 @@ def _model_and_batch(cfg: BenchConfig) -> tuple[torch.nn.Module, dict[str, torch
     from tasks.checkpoints import build_model
 
     p = cfg.params
-    torch.manual_seed(p.seed)
+    torch.manual_seed(p.data.seed)
     return build_model(p.model.model_dump()).train(), random_batch(p.finetune.batch_size, p.data.height, p.data.width)
 
 

@@ -35,12 +35,13 @@ def make_fixture(root: Path, base: Params, *, models: int, domains: int, test_si
 
     raw = base.model_dump(mode="json")
     names = sorted(DOMAINS)[:domains]
-    raw["data"].update(domains=names, train_domain=names[0], height=height, width=width, train_size=4, val_size=1,
-                       test_size=test_size)
+    raw.update(domains=names, train_domain=names[0])
+    raw["data"].update(height=height, width=width, train_size=4, val_size=1, test_size=test_size)
     raw["model"]["encoder"] = encoder
     raw["evaluate"]["batch_size"] = min(raw["evaluate"]["batch_size"], 8)
     raw["evaluate"]["per_dataset"] = {}
-    raw["runtime"].update(device="cpu", num_workers=0, num_threads=1, compile=False)
+    raw["runtime"]["host"].update(device="cpu", num_workers=0, num_threads=1)
+    raw["runtime"]["numerics"]["compile"] = False
     params = validate(raw, "eval_fanout fixture")
     for d in names:
         prepare(params, root, d)

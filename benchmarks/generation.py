@@ -61,9 +61,9 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     """Generator frames/s and ingest frames/s for 0, 1, 2 reader workers, each in a fresh process with its memory."""
     from tasks.preprocess.memcheck import write_fixture
 
-    d = cfg.params.data
-    gen = run_child("benchmarks.generation", "generate", cfg.domain, str(cfg.size(256, 16)), str(cfg.params.seed),
-                    str(d.height), str(d.width), str(d.render_batch))
+    d, render_batch = cfg.params.data, cfg.params.runtime.host.render_batch
+    gen = run_child("benchmarks.generation", "generate", cfg.domain, str(cfg.size(256, 16)), str(d.seed),
+                    str(d.height), str(d.width), str(render_batch))
     raw = cfg.workdir / "ingest_raw"
     write_fixture(raw, cfg.size(1000, 30), *FIXTURE_SIZE)
     runs = []
@@ -73,8 +73,7 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     inline = runs[0]["frames_per_s"]
     for r in runs:
         r["speedup_over_inline"] = round(ratio(r["frames_per_s"], inline), 2)
-    return {"resolution": [d.height, d.width], "generator": {"domain": cfg.domain, "render_batch": d.render_batch,
-                                                             **gen},
+    return {"resolution": [d.height, d.width], "generator": {"domain": cfg.domain, "render_batch": render_batch, **gen},
             "ingest": {"fixture": f"rendered folder, RGB PNG + 16-bit depth PNG at {FIXTURE_SIZE[0]}x"
                                   f"{FIXTURE_SIZE[1]}", "runs": runs}}
 

@@ -35,7 +35,7 @@ def bench(cfg: BenchConfig) -> dict[str, Any]:
     n = len(frames["depth"])
     (root / "data" / "prepared" / "bench").mkdir(parents=True, exist_ok=True)
     write_shard(root / "data" / "prepared" / "bench" / "test.h5", frames, p, split="test")
-    torch.manual_seed(p.seed)
+    torch.manual_seed(p.data.seed)
     checkpoint = Layout(root, p.seeds[0]).checkpoints / "bench.pt"  # where run_evaluate looks for it
     model_params = p.model.model_dump()
     save_checkpoint(checkpoint, build_model(model_params), model_params, step=0, data_hash="bench")

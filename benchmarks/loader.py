@@ -1,7 +1,7 @@
 """Is data loading ever what a training step waits for? And which shard layout reads fastest for its size?
 
 `loader`: samples/s of the prepared-shard loader exactly as the training stages build it (ShardDataset +
-tasks.distributed.batches_at, and the equivalent shards.infinite_batches, with runtime.num_workers) against the
+tasks.distributed.batches_at, and the equivalent shards.infinite_batches, with runtime.host.num_workers) against the
 samples/s a fine-tuning step consumes (model, batch, loss, augmentation and optimizer of params.yaml). The headroom
 loader/step must be >> 1; with num_workers 0 the loader runs inside the training loop, so 1 / (1 + headroom) is the
 share of a step spent loading. For scale it also decodes the same frames from PNG and JPEG bytes (cv2.imdecode,
@@ -121,7 +121,7 @@ def bench_loader(cfg: BenchConfig) -> dict[str, Any]:
     from tasks.preprocess.shards import ShardDataset, infinite_batches
 
     p = cfg.params
-    bs, workers = p.finetune.batch_size, p.runtime.num_workers
+    bs, workers = p.finetune.batch_size, p.runtime.host.num_workers
     frames = cfg.frames()
     shard = write_shard(cfg.workdir / "loader.h5", frames, p)
     n_batches = cfg.size(100, 8)
@@ -130,16 +130,16 @@ def bench_loader(cfg: BenchConfig) -> dict[str, Any]:
     rates: dict[str, list[float]] = {"batches_at": [], "infinite_batches": []}
     for _ in range(2):
         rates["batches_at"].append(loader_rate(
-            lambda: batches_at(data, bs, p.seed, itertools.count(), num_workers=workers), n_batches, bs))
+            lambda: batches_at(data, bs, p.data.seed, itertools.count(), num_workers=workers), n_batches, bs))
         rates["infinite_batches"].append(loader_rate(
-            lambda: infinite_batches(data, bs, p.seed, workers), n_batches, bs))
+            lambda: infinite_batches(data, bs, p.data.seed, workers), n_batches, bs))
     loader_sps = max(rates["batches_at"])
-    batch = next(batches_at(data, bs, p.seed, itertools.count(), num_workers=0))
+    batch = next(batches_at(data, bs, p.data.seed, itertools.count(), num_workers=0))
     step_sps, step_gpu_mb = step_rate(p, {"rgb": batch["rgb"], "depth": batch["depth"]}, cfg.size(8, 2))
 
     # Per-sample decoding vs per-sample shard reads, same frames, same random order, same output tensors.
     n = len(frames["depth"])
-    order = np.random.default_rng(p.seed).permutation(n).tolist()
+    order = np.random.default_rng(p.data.seed).permutation(n).tolist()
     png = _encode(frames, ".png", [])
     jpeg = _encode(frames, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95])
     reads: dict[str, list[float]] = {"shard": [], "shard_cached_handles": [], "png": [], "jpeg": []}
@@ -176,7 +176,7 @@ def bench_shard_format(cfg: BenchConfig) -> dict[str, Any]:
     p = cfg.params
     frames = cfg.frames()
     n = len(frames["depth"])
-    order = np.random.default_rng(p.seed + 1).permutation(n).tolist()
+    order = np.random.default_rng(p.data.seed + 1).permutation(n).tolist()
     layouts = [(c, k) for c in COMPRESSIONS for k in CHUNK_FRAMES]
     paths, write_s = {}, {}
     for c, k in layouts:

@@ -1,4 +1,4 @@
-"""How many DataLoader workers (runtime.num_workers) does the shard loader need? Side by side in one process.
+"""How many DataLoader workers (runtime.host.num_workers) does the shard loader need? Side by side in one process.
 
     python -m benchmarks.loader_workers                        # params.yaml's size, workers 0 1 2
     python -m benchmarks.loader_workers --size 256 320 --frames 256 --batches 30
@@ -38,7 +38,7 @@ def compare(height: int, width: int, frames: int, batches: int, workers: list[in
     raw["data"].update(height=height, width=width)
     params = validate(raw, "loader_workers")
     bs = params.finetune.batch_size
-    gen = list(synthetic.generate("loft", frames, params.seed, height, width, 64))
+    gen = list(synthetic.generate("loft", frames, params.data.seed, height, width, 64))
     data = {k: np.concatenate([b[k] for b in gen]) for k in ("rgb", "depth", "intrinsics")}
     rates: dict[int, list[float]] = {w: [] for w in workers}
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,8 +46,9 @@ def compare(height: int, width: int, frames: int, batches: int, workers: list[in
         for _ in range(rounds):
             for w in workers:
                 rates[w].append(loader_rate(
-                    lambda w=w: batches_at(dataset, bs, params.seed, itertools.count(), num_workers=w), batches, bs))
-        batch = next(batches_at(dataset, bs, params.seed, itertools.count()))
+                    lambda w=w: batches_at(dataset, bs, params.data.seed, itertools.count(), num_workers=w),
+                    batches, bs))
+        batch = next(batches_at(dataset, bs, params.data.seed, itertools.count()))
         dataset.close()
     step_sps, _ = step_rate(params, {"rgb": batch["rgb"], "depth": batch["depth"]}, 3)
     best = {w: max(r) for w, r in rates.items()}

@@ -1,7 +1,7 @@
 """Issue 17 item 1: find a training regime in which the depth network learns image-dependent depth.
 
 Every run here uses the pipeline's own pieces: frames from tasks.preprocess.synthetic (the seeds prepare uses, the
-same validity rule as the shards), models.network.DepthNet, the training loss of tasks.common.loss_fn_for, the
+same validity rule as the shards), models.network.DepthNet, the training loss of tasks.training.loss_fn_for, the
 online augmentation and batch stream of the finetune stage, and models.metrics.depth_metrics on the test split.
 Data stays in memory (cached under /tmp), so one run is a fine-tune plus an evaluation, nothing else.
 
@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tasks.common import loss_fn_for, seed_everything
 
 import models.losses as losses_module
 from models.augment import make_task_augment
@@ -36,10 +35,10 @@ from models.metrics import depth_metrics
 from models.network import DepthNet
 from models.reptile import Reptile
 from tasks.distributed import batches_at, stream_seed, task_generator
-from tasks.finetune import augment_fn
 from tasks.params import load_params
 from tasks.preprocess import synthetic
 from tasks.preprocess.prepare import split_seed
+from tasks.training import augment_fn, loss_fn_for, seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "regime"
@@ -65,7 +64,7 @@ class Config:
     smooth: str = "edge"  # edge: today's loss_fn_for (image given); plain: the paper's term
     data_term: str = "mse"  # mse: the paper's metric MSE; logmse: MSE of log depth (a probe, not the paper's)
     calib: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # domain -> DomainSpec fields
-    seed: int = 0  # training seed (the data seed stays params.seed = 0)
+    seed: int = 0  # training seed (the data seed stays params.data.seed = 0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -134,8 +133,8 @@ def loss_fn(cfg: Config):
     params = load_params(ROOT / "params.yaml")
     # depth_loss_terms looks masked_mse up at call time: swapping it swaps the data term of every loss here.
     losses_module.masked_mse = _log_masked_mse if cfg.data_term == "logmse" else ORIGINAL_MSE
-    if cfg.smooth == "edge":
-        return loss_fn_for(params.loss)
+    if cfg.smooth == "edge":  # the monodepth2-style option (what the pipeline used when these runs were made)
+        return loss_fn_for(params.loss.model_copy(update={"smoothness": "edge_aware"}))
     return lambda model, batch: depth_loss(model(batch["rgb"]), batch["depth"],
                                            smooth_weight=params.loss.smooth_weight, scale_decay=params.loss.scale_decay)
 
@@ -296,7 +295,7 @@ def meta_train(model: DepthNet, train: dict[str, torch.Tensor], cfg: Config, out
                clip_mode: str) -> dict[str, Any]:
     """The meta_init stage's wiring (params.yaml meta values), one task per step plus its partner."""
     params = load_params(ROOT / "params.yaml")
-    mp = params.meta
+    mp = params.meta.settings
     augment = augment_fn(params)
     shared = make_task_augment(mix_alpha=mp.task_augment.mixup_alpha, shuffle_p=mp.task_augment.shuffle_fraction,
                                criterion=lambda preds, gt: depth_loss(preds, gt, params.loss.smooth_weight,

@@ -107,11 +107,11 @@ def bench(cfg: Any) -> dict[str, Any]:
 
     p = cfg.params
     device = bench_device(p)
-    torch.manual_seed(p.seed)
+    torch.manual_seed(p.data.seed)
     model = build_model(p.model.model_dump()).to(device)
-    batch = random_batch(p.meta.batch_size, p.data.height, p.data.width, device)
-    out = measure_overhead(model, batch, p.meta.inner_steps, loss=loss_fn_for(p.loss),
-                           repeats=cfg.size(15, 2), warmup=cfg.size(2, 1), lr=p.meta.inner_lr)
+    batch = random_batch(p.meta.settings.batch_size, p.data.height, p.data.width, device)
+    out = measure_overhead(model, batch, p.meta.settings.inner_steps, loss=loss_fn_for(p.loss),
+                           repeats=cfg.size(15, 2), warmup=cfg.size(2, 1), lr=p.meta.settings.inner_lr)
     return {"encoder": p.model.encoder, "device": str(device), **out}
 
 

@@ -48,9 +48,9 @@ def compare(rev: str, height: int, width: int, frames: int, rounds: int, compres
 
     torch.set_num_threads(1)
     params = load_params(ROOT / "params.yaml")
-    batches = list(synthetic.generate("loft", frames, params.seed, height, width, 64))
+    batches = list(synthetic.generate("loft", frames, params.data.seed, height, width, 64))
     data = {k: np.concatenate([b[k] for b in batches]) for k in ("rgb", "depth", "intrinsics")}
-    order = np.random.default_rng(params.seed).permutation(frames).tolist()
+    order = np.random.default_rng(params.data.seed).permutation(frames).tolist()
     classes = {"before": old_dataset_class(rev), "after": ShardDataset}
     rates: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:

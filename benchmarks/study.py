@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _jobs(params) -> dict[tuple[str, ...], list[tuple[str, ...]]]:
     """Stage command -> the commands it waits for (the DAG of dvc.yaml, written out for the in-process run)."""
-    jobs: dict[tuple[str, ...], list[tuple[str, ...]]] = {("prepare", d): [] for d in params.data.domains}
+    jobs: dict[tuple[str, ...], list[tuple[str, ...]]] = {("prepare", d): [] for d in params.domains}
     prepared = list(jobs)
     trained: list[tuple[str, ...]] = []
     for s in map(str, params.seeds):
@@ -41,7 +41,7 @@ def _jobs(params) -> dict[tuple[str, ...], list[tuple[str, ...]]]:
             jobs[produced[v]] = prepared + [start]
         jobs[("supervised", s)] = prepared + [start]
         produced["sup"] = ("supervised", s)
-        for i in params.finetune.inits:
+        for i in params.finetune.starts:
             jobs[("finetune", i, s)] = prepared + [produced[i]]
         trained += [c for c in jobs if c[0] != "prepare"]
     jobs[("evaluate",)] = list(dict.fromkeys(trained + prepared))
@@ -91,7 +91,7 @@ def run(name: str, overrides: list[str], parallel: int) -> dict:
         "machine": {"cpus": len(os.sched_getaffinity(0)), "platform": platform.platform(),
                     "processor": platform.processor(), "load_at_end": os.getloadavg()},
         "claims": metrics["claims"], "in_domain": metrics["in_domain"], "zero_shot": metrics["zero_shot"],
-        "baseline_median_a1": {d: c["a1"]["mean"] for d, c in median.items() if d != params.data.train_domain},
+        "baseline_median_a1": {d: c["a1"]["mean"] for d, c in median.items() if d != params.train_domain},
         "stage_seconds": timings, "project": str(work),
     }
     out = ROOT / "benchmarks" / "results" / "study" / f"{name}.json"

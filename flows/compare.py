@@ -41,7 +41,7 @@ def _quote(value: str, what: str) -> str:
 
 
 def _identifier(key: str, what: str) -> str:
-    # Backticks let keys hold dots and spaces, e.g. params.`meta.inner_steps`.
+    # Backticks let keys hold dots and spaces, e.g. params.`meta.settings.inner_steps`.
     if "`" in key:
         raise MetadepthError(f"{what}: a key cannot contain a backtick")
     return f"`{key}`"
@@ -50,7 +50,8 @@ def _identifier(key: str, what: str) -> str:
 def as_logged(value: str) -> str:
     """A `--param` value as tracking.Run logged it: parsed like `-S` (YAML), then str() of the Python value.
 
-    So `finetune.online_augment=true` matches the logged "True" and `finetune.lr=5e-4` the logged "0.0005".
+    So `finetune.settings.online_augment=true` matches the logged "True" and `finetune.settings.lr=5e-4` the
+    logged "0.0005".
     """
     _, parsed = parse_override(f"x={value}")
     return str(parsed)
@@ -106,7 +107,7 @@ def compare_table(root: Path, n: int, *, experiment: str | None = None, tags: li
                   params: list[str] | None = None, fmt: Format = "markdown") -> str | None:
     """The comparison as text in `fmt`, or None when no pipeline run matches."""
     where = filter_string(parse_pairs("--tag", tags or [], "runner=dvc"),
-                          parse_pairs("--param", params or [], "meta.inner_steps=8"))
+                          parse_pairs("--param", params or [], "meta.settings.inner_steps=8"))
     runs = tracking.latest_runs(root, n, experiment, where)
     if not runs:
         return None

@@ -71,7 +71,7 @@ def stage_task(args: tuple[str, ...], root: str, parent_run_id: str | None = Non
     values = subset(params, list(spec.params))
     named = stage_arguments(args)
     trained = stage.output.format(*[v for k, v in named.items() if k != "SEED"]) if stage.output else None
-    who = tracking.identity(named, model=trained, dataset=params.data.train_domain if stage.trains else None)
+    who = tracking.identity(named, model=trained, dataset=params.train_domain if stage.trains else None)
     run = tracking.Run(rootp, spec.name, params=values, parent_id=parent_run_id, identity=who,
                        tags={"kind": "stage", "stage": spec.name, "cache": "miss", "params_hash": params_hash(values)})
     tracker = StageProgress(run, spec.name) if stage.trains else run

@@ -85,7 +85,7 @@ def find_stage(root: Path, args: tuple[str, ...]) -> StageSpec:
         if s.args == tuple(args):
             return s
     raise MetadepthError(f"no stage in dvc.yaml runs `metadepth stage {' '.join(args)}`; check the name and the "
-                         "lists in params.yaml (data.domains, evaluate.models, finetune.inits, seeds): training and "
+                         "lists in params.yaml (domains, evaluate.models, finetune.starts, seeds): training and "
                          "evaluate stages end with the seed, e.g. `metadepth stage finetune meta 0`")
 
 

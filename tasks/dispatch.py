@@ -24,7 +24,7 @@ def run_stage(params: Params, root: Path, args: tuple[str, ...], tracker: Any = 
     names, kwargs = stage.call_args(values)
     tracker = tracker or NullTracker()
     if stage.trains:
-        if params.runtime.nproc_per_node > 1 and not is_distributed():
+        if params.runtime.numerics.nproc_per_node > 1 and not is_distributed():
             return launch(params, root, stage, names, kwargs["seed"], tracker)
         kwargs["tracker"] = tracker
     return stage.function()(params, root, *names, **kwargs)

@@ -9,7 +9,7 @@ How the work is split (the point of this module is that it is explicit):
   `tasks.preprocess.shards.infinite_batches(dataset, batch_size, seed)` defines (epoch e is `randperm(seed + e)` cut
   into batches). `batches_at` yields the batches at chosen positions of that stream, optionally one rank's slice of
   each, reading only those frames: no rank loads data another rank uses.
-* meta_init. `meta.tasks_per_step` (T) is per rank; an outer step averages G = T * world tasks. Step s owns the
+* meta_init. `meta.settings.tasks_per_step` (T) is per rank; an outer step averages G = T * world tasks. Step s owns the
   stream positions [s*G*m, (s+1)*G*m) with m = 2 when task augmentation draws partner tasks: the first G positions
   are the step's tasks, the next G their partners (task j pairs with partner j). Rank r takes tasks
   r*T .. r*T+T-1 and their partners (`meta_positions`). Task j of step s augments with its own generator, seeded
@@ -119,7 +119,7 @@ def batches_at(dataset: Dataset, batch_size: int, seed: int, positions: Iterable
         raise MetadepthError(f"batch size {batch_size} exceeds the {len(dataset)} training frames; lower batch_size")
     if batch_size % world:
         raise MetadepthError(f"batch size {batch_size} cannot be split over {world} processes; make it a multiple "
-                             "of runtime.nproc_per_node")
+                             "of runtime.numerics.nproc_per_node")
     sampler = _StreamPositions(len(dataset), batch_size, seed, positions, (rank, world))
     return iter(DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
                            multiprocessing_context=multiprocessing_context if num_workers else None))
@@ -176,5 +176,5 @@ def check_ranks_agree(model: torch.nn.Module, what: str) -> list[str]:
     dist.all_gather_object(digests, weights_digest(model))
     if len(set(digests)) != 1:
         raise MetadepthError(f"{what}: the {world} ranks ended with different weights; a rank diverged (see "
-                             "tasks/distributed.py); re-run with runtime.nproc_per_node 1 to compare")
+                             "tasks/distributed.py); re-run with runtime.numerics.nproc_per_node 1 to compare")
     return digests

@@ -39,7 +39,7 @@ class EvaluationResult:
 
 def train_median_depth(params: Params, root: Path) -> float:
     """The median valid depth of the training split: the constant predictor every model should beat."""
-    with ShardDataset(shard_path(Layout(root).prepared / params.data.train_domain, "train")) as data:
+    with ShardDataset(shard_path(Layout(root).prepared / params.train_domain, "train")) as data:
         depths = np.concatenate([data[i]["depth"].numpy().ravel() for i in range(len(data))])
     return float(np.median(depths[depths > 0]))
 
@@ -112,18 +112,18 @@ def run_evaluate(params: Params, root: Path, model_name: str, dataset: str, seed
 
 
 def metrics_files(params: Params, root: Path) -> list[Path]:
-    """The metrics file of every evaluate.models x data.domains x seeds: what the evaluate stage writes."""
+    """The metrics file of every evaluate.models x domains x seeds: what the evaluate stage writes."""
     return [Layout(root, s).metrics_file(m, d) for s in params.seeds for m in params.evaluate.models
-            for d in params.data.domains]
+            for d in params.domains]
 
 
 def run_evaluate_all(params: Params, root: Path) -> EvaluationResult:
-    """The evaluate stage: evaluate.models x data.domains x seeds, one metrics file each."""
+    """The evaluate stage: evaluate.models x domains x seeds, one metrics file each."""
     rt = Runtime.from_params(params.runtime)
     for seed in params.seeds:
         for model_name in params.evaluate.models:
-            for dataset in params.data.domains:
+            for dataset in params.domains:
                 run_evaluate(params, root, model_name, dataset, seed, runtime=rt)
-        print(f"evaluate: seed {seed}: {len(params.evaluate.models)} models x {len(params.data.domains)} datasets",
+        print(f"evaluate: seed {seed}: {len(params.evaluate.models)} models x {len(params.domains)} datasets",
               flush=True)
     return EvaluationResult(files=[str(p.relative_to(root)) for p in metrics_files(params, root)])

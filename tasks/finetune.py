@@ -5,7 +5,7 @@ Two stages share the recipe:
   with identical data order, augmentation draws and seed, so the only difference between the report's rows is
   where the weights started.
 - supervised: direct supervised learning from meta.start with the meta stage's budget (the same number of
-  gradient steps on batches of meta.batch_size, hence the same image presentations); writes `sup`, the
+  gradient steps on batches of meta.settings.batch_size, hence the same image presentations); writes `sup`, the
   comparison of the paper's first claim.
 Under several processes (torchrun, started by the stage dispatcher) the batch is the global batch and each rank
 trains on its slice of it (tasks/distributed.py).
@@ -22,7 +22,6 @@ from torch.nn.parallel import DistributedDataParallel
 from tasks.distributed import batches_at, mean_across_ranks, stream_seed
 from tasks.io import MetadepthError
 from tasks.layout import training_seed
-from tasks.param_values import subset
 from tasks.params import Params
 from tasks.preprocess.shards import ShardDataset
 from tasks.telemetry import Tracker
@@ -35,17 +34,18 @@ SUP = "sup"  # the checkpoint of direct supervised learning with the meta stage'
 
 def train_supervised(params: Params, root: Path, *, stage: str, start: str, output: str, steps: int,
                      batch_size: int, seed: int, tracker: Tracker | None, info: dict) -> TrainingResult:
-    """`steps` Adam steps (finetune.lr, cosine to finetune.lr_min) on batches of `batch_size` from `start`."""
-    cfg = params.finetune
-    run = TrainingRun(params, root, label=f"{stage} {start}", start=start, output=output, seed=seed, total=steps,
+    """`steps` Adam steps (finetune.settings: lr, cosine to lr_min) on batches of `batch_size` from `start`."""
+    cfg = params.finetune.settings
+    run = TrainingRun(params, root, stage=stage, label=f"{stage} {start}", start=start, output=output, seed=seed,
+                      total=steps,
                       columns=CURVE_COLUMNS, metric_names=METRIC_NAMES, log_every=cfg.log_every,
                       val_every=cfg.val_every, tracker=tracker,
-                      resume_inputs=[subset(params, ["seed", "data", "loss", "augment", "finetune"]), start, seed,
+                      resume_inputs=[start, seed,
                                      {"stage": stage, "steps": steps, "batch_size": batch_size}])
     rt, model = run.rt, run.model
     if batch_size % rt.world:
         raise MetadepthError(f"{stage}: batch size {batch_size} is the global batch and cannot be split over "
-                             f"{rt.world} processes; make it a multiple of runtime.nproc_per_node")
+                             f"{rt.world} processes; make it a multiple of runtime.numerics.nproc_per_node")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=cfg.lr_min)
     # The augmentation generator is reseeded at every step from (seed, step, rank): a resumed run or another
@@ -84,21 +84,21 @@ def train_supervised(params: Params, root: Path, *, stage: str, start: str, outp
 
 def run_finetune(params: Params, root: Path, start: str, tracker: Tracker | None = None,
                  seed: int | None = None) -> TrainingResult:
-    """Fine-tune from start checkpoint `start` (an entry of finetune.inits) of `seed`; writes ft_<start>.pt."""
+    """Fine-tune from start checkpoint `start` (an entry of finetune.starts) of `seed`; writes ft_<start>.pt."""
     cfg = params.finetune
-    if start not in cfg.inits:
-        raise MetadepthError(f"finetune run {start!r} is not in finetune.inits {cfg.inits}")
+    if start not in cfg.starts:
+        raise MetadepthError(f"finetune run {start!r} is not in finetune.starts {cfg.starts}")
     return train_supervised(params, root, stage="finetune", start=start, output=f"ft_{start}", steps=cfg.steps,
                             batch_size=cfg.batch_size, seed=training_seed(params, seed), tracker=tracker,
-                            info={"stage": "finetune", "init": start, "source": f"{start}.pt"})
+                            info={"stage": "finetune", "start": start})
 
 
 def run_supervised(params: Params, root: Path, tracker: Tracker | None = None,
                    seed: int | None = None) -> TrainingResult:
     """Direct supervised learning from meta.start with the meta stage's budget; writes sup.pt (the first claim)."""
-    meta = params.meta
-    steps = meta.gradient_steps(params.runtime.nproc_per_node)
-    return train_supervised(params, root, stage="supervised", start=meta.start, output=SUP, steps=steps,
+    meta, start = params.meta.settings, params.meta.start
+    steps = meta.gradient_steps(params.runtime.numerics.nproc_per_node)
+    return train_supervised(params, root, stage="supervised", start=start, output=SUP, steps=steps,
                             batch_size=meta.batch_size, seed=training_seed(params, seed), tracker=tracker,
-                            info={"stage": "supervised", "init": meta.start, "source": f"{meta.start}.pt",
-                                  "matched_to": "meta", "gradient_steps": steps, "batch_size": meta.batch_size})
+                            info={"stage": "supervised", "start": start, "matched_to": "meta",
+                                  "gradient_steps": steps, "batch_size": meta.batch_size})

@@ -1,6 +1,6 @@
 """Running a training stage under torchrun: the parent that launches the workers and the workers' entry point.
 
-The dispatcher (tasks/dispatch.py) calls `launch` in a plain process when runtime.nproc_per_node > 1; it starts
+The dispatcher (tasks/dispatch.py) calls `launch` in a plain process when runtime.numerics.nproc_per_node > 1; it starts
 
     python -m torch.distributed.run --standalone --nproc-per-node N -m tasks.launch <stage> <arg> <root>
 
@@ -50,17 +50,19 @@ def log_curve(tracker: Any, curve: Path, names: dict[str, str]) -> None:
 
 
 def _check_devices(params: Params) -> None:
-    n = params.runtime.nproc_per_node
+    n = params.runtime.numerics.nproc_per_node
     if not dist.is_available():
-        raise MetadepthError(f"runtime.nproc_per_node {n}: this torch build has no torch.distributed; set it to 1")
-    wants_cuda = params.runtime.device == "cuda" or (params.runtime.device == "auto" and torch.cuda.is_available())
+        raise MetadepthError(f"runtime.numerics.nproc_per_node {n}: this torch build has no torch.distributed; "
+                             "set it to 1")
+    device = params.runtime.host.device
+    wants_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if wants_cuda and n > torch.cuda.device_count():
-        raise MetadepthError(f"runtime.nproc_per_node {n} exceeds the {torch.cuda.device_count()} visible GPUs; "
-                             "lower it (one process per GPU)")
+        raise MetadepthError(f"runtime.numerics.nproc_per_node {n} exceeds the {torch.cuda.device_count()} "
+                             "visible GPUs; lower it (one process per GPU)")
 
 
 def launch(params: Params, root: Path, stage: Stage, names: list[str], seed: int, tracker: Any) -> TrainingResult:
-    """Run `stage names...` under torchrun with runtime.nproc_per_node processes; returns rank 0's result.
+    """Run `stage names...` under torchrun with runtime.numerics.nproc_per_node processes; returns rank 0's result.
 
     The workers get these exact params (as a file), not root/params.yaml, so a caller's in-memory params win.
     Their output is printed line by line as it comes (Prefect's log_prints and DVC logs see it).
@@ -68,11 +70,11 @@ def launch(params: Params, root: Path, stage: Stage, names: list[str], seed: int
     if not stage.trains:
         raise MetadepthError(f"stage {stage.kind!r} cannot run under torchrun; only training stages can")
     _check_devices(params)
-    n = params.runtime.nproc_per_node
+    n = params.runtime.numerics.nproc_per_node
     code_root = str(Path(__file__).resolve().parents[1])  # the checkout holding tasks/, models/
     env = {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCHER_ENV: str(os.getpid()),
            "PYTHONPATH": os.pathsep.join(p for p in (code_root, os.environ.get("PYTHONPATH")) if p),
-           "OMP_NUM_THREADS": str(params.runtime.num_threads or cpu_threads_per_worker(n))}
+           "OMP_NUM_THREADS": str(params.runtime.host.num_threads or cpu_threads_per_worker(n))}
     with tempfile.TemporaryDirectory(prefix="metadepth-torchrun-") as tmp:
         params_file, result_file = Path(tmp) / "params.json", Path(tmp) / "result.json"
         params_file.write_text(json.dumps(params.model_dump(mode="json")))
@@ -96,7 +98,8 @@ def launch(params: Params, root: Path, stage: Stage, names: list[str], seed: int
                 proc.wait()
         if code != 0:
             raise MetadepthError(errors[0] if errors else f"{what}: torchrun with {n} processes failed "
-                                 f"(exit code {code}); see the worker output above, or set runtime.nproc_per_node 1")
+                                 f"(exit code {code}); see the worker output above, or set "
+                                 "runtime.numerics.nproc_per_node 1")
         if not result_file.is_file():
             raise MetadepthError(f"{what}: torchrun ended without rank 0's result; see the output above")
         result = TrainingResult(**json.loads(result_file.read_text()))
@@ -112,17 +115,17 @@ def launch(params: Params, root: Path, stage: Stage, names: list[str], seed: int
 def init_worker(params: Params) -> None:
     """Join the process group torchrun set up; pin this worker to its GPU or to its share of the CPU cores."""
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = Runtime.from_params(params.runtime).device  # also applies runtime.num_threads
-    backend = params.runtime.dist_backend
+    device = Runtime.from_params(params.runtime).device  # also applies runtime.host.num_threads
+    backend = params.runtime.host.dist_backend
     if backend == "auto":
         backend = "nccl" if device.type == "cuda" else "gloo"
     if backend == "nccl" and device.type != "cuda":
-        raise MetadepthError("runtime.dist_backend: nccl needs GPUs; use auto or gloo on CPU")
+        raise MetadepthError("runtime.host.dist_backend: nccl needs GPUs; use auto or gloo on CPU")
     if device.type == "cuda":
         torch.cuda.set_device(local_rank)
         dist.init_process_group(backend, device_id=torch.device("cuda", local_rank))
     else:
-        if not params.runtime.num_threads:
+        if not params.runtime.host.num_threads:
             torch.set_num_threads(cpu_threads_per_worker(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
         dist.init_process_group(backend)
 

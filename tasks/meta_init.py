@@ -15,7 +15,6 @@ from models.augment import make_task_augment
 from models.reptile import Reptile
 from tasks.distributed import batches_at, meta_positions, task_generator
 from tasks.layout import training_seed
-from tasks.param_values import subset
 from tasks.params import Params
 from tasks.preprocess.shards import ShardDataset
 from tasks.telemetry import Tracker
@@ -29,14 +28,15 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
                   seed: int | None = None) -> TrainingResult:
     """Learn meta-initialisation `variant` (a key of meta.variants: 'meta' is the paper's, others ablations).
 
-    `meta.tasks_per_step` is per process: with several processes an outer step averages tasks_per_step * nproc.
+    `tasks_per_step` is per process: with several processes an outer step averages tasks_per_step * nproc.
     """
     settings = params.meta.variant(variant)
     seed = training_seed(params, seed)
-    run = TrainingRun(params, root, label=f"meta_init {variant}", start=params.meta.start, output=variant, seed=seed,
+    run = TrainingRun(params, root, stage="meta_init", label=f"meta_init {variant}", start=params.meta.start,
+                      output=variant, seed=seed,
                       total=settings.steps, columns=CURVE_COLUMNS, metric_names=METRIC_NAMES,
                       log_every=settings.log_every, val_every=settings.val_every, tracker=tracker,
-                      resume_inputs=[subset(params, ["seed", "data", "loss", "augment"]), seed, settings.model_dump()])
+                      resume_inputs=[seed, settings.model_dump()])
     rt = run.rt
     ta = settings.task_augment
     task_augment = None
@@ -76,7 +76,7 @@ def run_meta_init(params: Params, root: Path, variant: str = "meta", tracker: Tr
         if stats.get("skipped"):
             skipped += 1
             print(f"meta_init {variant}: step {step}: non-finite loss, step skipped "
-                  f"({skipped} so far; meta.skip_nonfinite_steps)", flush=True)
+                  f"({skipped} so far; meta.settings.skip_nonfinite_steps)", flush=True)
         else:
             run.check_finite(stats["loss_last"], step)
         run.log(step, stats, stats["loss_last"])

@@ -12,12 +12,12 @@ from __future__ import annotations
 import posixpath
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.io import MetadepthError
-from tasks.params_file import format_error, read_raw
+from tasks.params_file import format_error, moved_key, read_raw
 
 DOMAIN_NAME = r"^[a-z0-9][a-z0-9_\-]*$"  # dataset names become paths under data/: no separators, no dots
 
@@ -60,8 +60,9 @@ class SourceParams(_Strict):
 
 
 class DataParams(_Strict):
-    domains: list[str] = Field(min_length=1, description="datasets prepared and evaluated (synthetic by default)")
-    train_domain: str = Field(description="the one domain used for meta-initialisation and fine-tuning")
+    """How every dataset is prepared: the prepare stage depends on this whole section."""
+
+    seed: int = Field(ge=0, description="the data seed: synthetic frames and splits, the same for every training seed")
     height: int = Field(ge=16, le=2048, description="training / evaluation image height (pixels)")
     width: int = Field(ge=16, le=2048, description="training / evaluation image width (pixels)")
     train_size: int = Field(ge=1, description="train frames of a generated (synthetic) dataset")
@@ -73,28 +74,12 @@ class DataParams(_Strict):
     max_depth: float = Field(gt=0, description="metres; depth above is marked invalid (0) in the shards")
     chunk_frames: int = Field(ge=1, description="frames per HDF5 chunk: 1 keeps random access to one chunk")
     compression: Literal["none", "lzf", "gzip"] = Field(description="none reads fastest; lzf/gzip are smaller")
-    render_batch: int = Field(ge=1, description="frames the synthetic generator renders at once (bounds memory)")
     sources: dict[str, SourceParams] = Field({}, description="real datasets: name -> reader and path under data/raw/")
-
-    @field_validator("domains")
-    @classmethod
-    def _names(cls, v: list[str]) -> list[str]:
-        for name in v:
-            if not re.match(DOMAIN_NAME, name):
-                raise ValueError(f"dataset name {name!r} must match {DOMAIN_NAME} (it becomes a folder under data/)")
-        if len(set(v)) != len(v):
-            raise ValueError("dataset names must be unique")
-        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> DataParams:
-        if self.train_domain not in self.domains:
-            raise ValueError(f"train_domain {self.train_domain!r} is not one of domains {self.domains}")
         if self.min_depth >= self.max_depth:
             raise ValueError("min_depth must be smaller than max_depth")
-        if self.train_scenes is not None and self.train_domain in self.sources:
-            raise ValueError(f"train_scenes applies to synthetic domains only, and train_domain {self.train_domain!r} "
-                             "is a real dataset (data.sources); set train_scenes: null")
         return self
 
 
@@ -118,7 +103,6 @@ INIT_KINDS = ("scratch", "pretrained")
 
 
 class InitParams(_Strict):
-    # Each kind is written to data/checkpoints/seed<k>/<kind>.pt: random weights from the seed, or a local file.
     kinds: list[Literal["scratch", "pretrained"]] = Field(min_length=1, description="starting weights to write")
     pretrained_path: str | None = Field(None, description="local encoder weights for 'pretrained'; never downloaded")
 
@@ -184,22 +168,21 @@ class MetaSettings(_Strict):
         return self.steps * self.tasks_per_step * processes * self.steps_per_task
 
 
-class MetaParams(MetaSettings):
-    # One start for every variant, so dvc.yaml can name the dependency.
+class MetaParams(_Strict):
+    """The meta stage: one start, the settings, and the named variants (ablations) on top of them."""
+
+    # One start for every variant, so dvc.yaml can name the dependency; variants: 'meta' with no overrides is the
+    # paper's setting, other entries are ablations (e.g. meta_no_task_aug: {task_augment: {mixup: false}}).
     start: str = Field("scratch", description="the init kind meta-learning and sup start from (scratch, pretrained)")
-    # 'meta' with no overrides is the paper's setting; extra entries are the ablations (e.g. meta_no_task_aug:
-    # {task_augment: {mixup: false}}).
-    variants: dict[str, dict[str, Any]] = Field(min_length=1, description="name -> overrides of the settings above")
+    settings: MetaSettings = Field(description="one meta-initialisation's settings (the paper's, by default)")
+    variants: dict[str, dict[str, Any]] = Field(min_length=1, description="name -> overrides of meta.settings")
 
     @field_validator("variants")
     @classmethod
     def _variant_names(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        for name, overrides in v.items():
+        for name in v:
             if not re.match(r"^meta[a-z0-9_]*$", name):
                 raise ValueError(f"variant name {name!r} must start with 'meta' and use [a-z0-9_]")
-            for key in ("variants", "start"):
-                if key in (overrides or {}):
-                    raise ValueError(f"variant {name!r} cannot override '{key}'")
         return v
 
     @model_validator(mode="after")
@@ -209,7 +192,7 @@ class MetaParams(MetaSettings):
         return self
 
     def variant(self, name: str) -> MetaSettings:
-        """These settings with variant `name`'s overrides applied (nested dicts merge), validated."""
+        """meta.settings with variant `name`'s overrides applied (nested dicts merge), validated."""
         def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
             return {k: merge(base[k], over[k]) if isinstance(base.get(k), dict) and isinstance(over.get(k), dict)
                     else over.get(k, base.get(k)) for k in {*base, *over}}
@@ -217,18 +200,14 @@ class MetaParams(MetaSettings):
         if name not in self.variants:
             raise MetadepthError(f"meta.variants has no {name!r}; known: {sorted(self.variants)}")
         try:
-            base = self.model_dump(exclude={"variants", "start"})
-            return MetaSettings.model_validate(merge(base, self.variants[name] or {}))
+            return MetaSettings.model_validate(merge(self.settings.model_dump(), self.variants[name] or {}))
         except ValidationError as err:
             raise ValueError(format_error(err, f"variants.{name}", MetaSettings)) from None
 
 
-class FinetuneParams(_Strict):
-    # A list of checkpoint names, not a name -> checkpoint mapping, so dvc.yaml's matrix can name the dependency.
-    inits: list[str] = Field(min_length=1, description="starts (init.kinds, meta.variants, sup); each writes "
-                             "ft_<name>")
-    steps: int = Field(ge=1, description="fine-tuning steps")
-    batch_size: int = Field(ge=1, description="mini-batch size")
+class SupervisedSettings(_Strict):
+    """The supervised recipe shared by fine-tuning and `sup` (which takes its steps and batch from the meta stage)."""
+
     lr: float = Field(gt=0, description="Adam learning rate (paper: 5e-4)")
     lr_min: float = Field(ge=0, description="cosine annealing's final learning rate (paper: 1e-6)")
     weight_decay: float = Field(ge=0, description="Adam weight decay")
@@ -237,18 +216,20 @@ class FinetuneParams(_Strict):
     log_every: int = Field(ge=1, description="steps between logged metrics")
     val_every: int = Field(50, ge=1, description="steps between validation losses in the curve")
 
-    @field_validator("inits")
-    @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("start checkpoints must be unique")
-        return v
-
     @model_validator(mode="after")
-    def _consistent(self) -> FinetuneParams:
+    def _consistent(self) -> SupervisedSettings:
         if self.lr_min > self.lr:
             raise ValueError("lr_min must not exceed lr")
         return self
+
+
+class FinetuneParams(_Strict):
+    # A list of checkpoint names, not a name -> checkpoint mapping, so dvc.yaml's matrix can name the dependency.
+    starts: list[str] = Field(min_length=1, description="start checkpoints (init.kinds, meta.variants, sup); each "
+                              "writes ft_<start>")
+    steps: int = Field(ge=1, description="fine-tuning steps")
+    batch_size: int = Field(ge=1, description="mini-batch size")
+    settings: SupervisedSettings = Field(description="optimiser, schedule, augmentation and logging")
 
 
 class ProtocolParams(_Strict):
@@ -257,7 +238,7 @@ class ProtocolParams(_Strict):
     crop: Literal["none", "eigen"] = Field(description="eigen: the NYUv2 Eigen crop")
 
     @model_validator(mode="after")
-    def _caps(self) -> ProtocolParams:
+    def _consistent(self) -> ProtocolParams:
         if self.min_depth >= self.max_depth:
             raise ValueError("min_depth must be smaller than max_depth")
         return self
@@ -299,13 +280,10 @@ class ReportParams(_Strict):
                                            "reports/metrics.json (not run when one of its models was not evaluated)")
 
 
-class RuntimeParams(_Strict):
-    device: Literal["auto", "cpu", "cuda"] = Field(description="auto: cuda when a GPU is visible, else cpu")
-    num_threads: int = Field(ge=0, description="torch intra-op threads; 0 = torch's default")
-    num_workers: int = Field(ge=0, description="DataLoader worker processes")
-    resume_every: int = Field(ge=1, description="training steps between resumable <name>.resume.pt snapshots")
+class NumericsParams(_Strict):
+    """How the training arithmetic is done: it changes the trained weights, so the training stages depend on it."""
+
     nproc_per_node: int = Field(1, ge=1, description=">1: training stages run under torchrun, one process per device")
-    dist_backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="auto: nccl on GPU, gloo on CPU")
     amp: Literal["auto", "off", "bf16"] = Field("auto", description="auto: bf16 autocast on GPU, off on CPU")
     channels_last: Literal["auto", "on", "off"] = Field("auto", description="auto: on for GPU, off on CPU")
     # Off by default: no gain on the CPU default for a ~50 s compile (docs/performance.md); a GPU question.
@@ -313,9 +291,24 @@ class RuntimeParams(_Strict):
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field("default", description="its mode")
 
 
+class HostParams(_Strict):
+    """How this machine runs the work: no result depends on it, so no stage does (resume and progress included)."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field(description="auto: cuda when a GPU is visible, else cpu")
+    num_threads: int = Field(ge=0, description="torch intra-op threads; 0 = torch's default")
+    num_workers: int = Field(ge=0, description="DataLoader worker processes")
+    resume_every: int = Field(ge=1, description="training steps between resumable <name>.resume.pt snapshots")
+    dist_backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="auto: nccl on GPU, gloo on CPU")
+    render_batch: int = Field(64, ge=1, description="frames the synthetic generator renders at once (bounds memory)")
+
+
+class RuntimeParams(_Strict):
+    numerics: NumericsParams = NumericsParams()
+    host: HostParams
+
+
 class TrackingParams(_Strict):
-    """Where runs are recorded and outputs stored. Not listed in any stage's dvc.yaml `params:`: it does not
-    change results, so changing it re-runs nothing and it is left out of the params logged to MLflow."""
+    """Where runs are recorded: no stage depends on it and it is not logged as a param (it changes no result)."""
 
     mlflow_uri: str | None = Field(None, description="null: sqlite:///mlflow.db; MLFLOW_TRACKING_URI overrides")
     experiment: str = Field("metadepth", min_length=1, description="MLflow experiment; METADEPTH_EXPERIMENT wins")
@@ -330,10 +323,11 @@ class TrackingParams(_Strict):
 
 
 class Params(_Strict):
-    seed: int = Field(ge=0, description="the data seed: synthetic frames and splits, the same for every seed below")
-    # Every init, meta-initialisation and fine-tuning run is trained once per seed (its weights, data order and
-    # augmentation draws), outputs under seed<k>/; the report gives means and 95% intervals.
-    seeds: list[int] = Field(min_length=1, description="training seeds, e.g. [0, 1, 2]")
+    # Every training stage runs once per seed (weights, data order, augmentation draws), outputs under seed<k>/.
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, description="training seeds, e.g. [0, 1, 2]; "
+                                                     "the data seed is data.seed")
+    domains: list[str] = Field(min_length=1, description="datasets prepared and evaluated (synthetic by default)")
+    train_domain: str = Field(description="the one domain used for meta-initialisation and fine-tuning")
     data: DataParams
     model: ModelParams
     init: InitParams
@@ -346,35 +340,55 @@ class Params(_Strict):
     runtime: RuntimeParams
     tracking: TrackingParams = TrackingParams()
 
-    @field_validator("seeds")
+    @field_validator("domains")
     @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v) or min(v) < 0:
-            raise ValueError("seeds must be unique non-negative integers, e.g. [0, 1, 2]")
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not re.match(DOMAIN_NAME, name):
+                raise ValueError(f"dataset name {name!r} must match {DOMAIN_NAME} (it becomes a folder under data/)")
         return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:
+        for key, names in (("seeds", self.seeds), ("domains", self.domains), ("finetune.starts", self.finetune.starts)):
+            if len(set(names)) != len(names):
+                raise ValueError(f"{key}: {names} repeats an entry; each must be unique")
+        if self.train_domain not in self.domains:
+            raise ValueError(f"train_domain {self.train_domain!r} is not one of domains {self.domains}")
+        if self.data.train_scenes is not None and self.train_domain in self.data.sources:
+            raise ValueError(f"data.train_scenes applies to synthetic domains only, and train_domain "
+                             f"{self.train_domain!r} is a real dataset (data.sources); set train_scenes: null")
         if self.meta.start not in self.init.kinds:
             raise ValueError(f"meta.start: {self.meta.start!r} is not in init.kinds {self.init.kinds}")
         starts = set(self.init.kinds) | set(self.meta.variants) | {"sup"}
-        for source in self.finetune.inits:
-            if source not in starts:
-                raise ValueError(f"finetune.inits: {source!r} is not produced by the pipeline; use one of "
+        for start in self.finetune.starts:
+            if start not in starts:
+                raise ValueError(f"finetune.starts: {start!r} is not produced by the pipeline; use one of "
                                  f"{sorted(starts)} (init.kinds, meta.variants, sup)")
-        known = starts | {f"ft_{name}" for name in self.finetune.inits} | {"constant"}
+        known = starts | {f"ft_{name}" for name in self.finetune.starts} | {"constant"}
         for model in self.evaluate.models:
             if model not in known:
                 raise ValueError(f"evaluate.models: {model!r} is not produced by the pipeline (known: {sorted(known)})")
         for name in self.evaluate.per_dataset:
-            if name not in self.data.domains:
-                raise ValueError(f"evaluate.per_dataset: {name!r} is not in data.domains {self.data.domains}")
+            if name not in self.domains:
+                raise ValueError(f"evaluate.per_dataset: {name!r} is not in domains {self.domains}")
         if self.report.baseline not in self.evaluate.models:
             raise ValueError(f"report.baseline {self.report.baseline!r} is not in evaluate.models")
         return self
 
 
+# Keys the regrouping by stage moved (2026-12): an old params.yaml or `-S` gets the new place, not "unknown key".
+MOVED = {"seed": "data.seed", "data.domains": "domains", "data.train_domain": "train_domain",
+         "data.render_batch": "runtime.host.render_batch", "finetune.inits": "finetune.starts",
+         **{f"{section}.{k}": f"{section}.{group}.{k}" for section, group, schema in (
+             ("meta", "settings", MetaSettings), ("finetune", "settings", SupervisedSettings),
+             ("runtime", "numerics", NumericsParams), ("runtime", "host", HostParams)) for k in schema.model_fields}}
+
+
 def validate(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    if old := moved_key(raw, MOVED):
+        raise MetadepthError(f"{source}: {old}: moved to {MOVED[old]} (params.yaml is grouped by the stages that "
+                             "read it: docs/params.md)")
     try:
         return Params.model_validate(raw)
     except ValidationError as err:

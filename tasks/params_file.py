@@ -89,6 +89,17 @@ def format_error(err: ValidationError, source: str, schema: type[BaseModel] | No
     return f"{source}: {key}: {msg}{more}"
 
 
+def moved_key(raw: Any, moved: dict[str, str]) -> str | None:
+    """The first dotted key of `moved` present in `raw` (an old name of a key), or None."""
+    for old in moved:
+        node = raw
+        for part in old.split("."):
+            node = node.get(part, moved) if isinstance(node, dict) else moved
+        if node is not moved:
+            return old
+    return None
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`key.sub=value` with the value parsed as YAML, the same syntax as `dvc exp run -S`."""
     if "=" not in text:

@@ -21,9 +21,10 @@ from tasks.params import RuntimeParams
 
 
 def _device(rt: RuntimeParams) -> torch.device:
-    wanted = rt.device
+    wanted = rt.host.device
     if wanted == "cuda" and not torch.cuda.is_available():
-        raise MetadepthError("runtime.device: cuda requested but no GPU is visible; set runtime.device to auto or cpu")
+        raise MetadepthError("runtime.host.device: cuda requested but no GPU is visible; "
+                             "set runtime.host.device to auto or cpu")
     if wanted == "auto":
         wanted = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(wanted)
@@ -35,18 +36,18 @@ def _device(rt: RuntimeParams) -> torch.device:
 def trains_on_gpu(rt: RuntimeParams) -> bool:
     """Whether training stages use a GPU: they then take turns on it (the `metadepth-train` slot); on the CPU,
     independent trainings run side by side instead, each on its share of the cores."""
-    return rt.device == "cuda" or (rt.device == "auto" and torch.cuda.is_available())
+    return rt.host.device == "cuda" or (rt.host.device == "auto" and torch.cuda.is_available())
 
 
 def share_cpu(rt: RuntimeParams, parallel: int) -> int:
     """Give each of `parallel` stages running side by side in this process its share of the cores (unless
-    runtime.num_threads says otherwise); returns the torch threads set.
+    runtime.host.num_threads says otherwise); returns the torch threads set.
 
     torch's intra-op pool is per process, so the share is set once for the process. Measured on the 2-core
     machine (benchmarks/cpu_parallel.py, docs/performance.md): two trainings at one thread each finish well
     before the same two one after the other with both threads.
     """
-    threads = rt.num_threads or cpu_threads_per_worker(parallel)
+    threads = rt.host.num_threads or cpu_threads_per_worker(parallel)
     torch.set_num_threads(threads)
     return threads
 
@@ -66,9 +67,9 @@ def _amp_dtype(rt: RuntimeParams, device: torch.device) -> torch.dtype | None:
     bf16 rather than fp16: it keeps float32's exponent range, so no loss scaling is needed and the Reptile deltas
     stay float32 anyway. 'bf16' forces it anywhere (CPU included, which is how the tests exercise it).
     """
-    if rt.amp == "bf16":
+    if rt.numerics.amp == "bf16":
         return torch.bfloat16
-    if rt.amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+    if rt.numerics.amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return None
 
@@ -105,18 +106,20 @@ class Runtime:
     @classmethod
     def from_params(cls, rt: RuntimeParams) -> Runtime:
         device = _device(rt)
-        if rt.num_threads:
-            torch.set_num_threads(rt.num_threads)
-        if rt.compile:
+        if rt.host.num_threads:
+            torch.set_num_threads(rt.host.num_threads)
+        if rt.numerics.compile:
             problem = compile_unavailable(device)
             if problem:
-                raise MetadepthError(f"runtime.compile is true but {problem}; set runtime.compile: false")
+                raise MetadepthError(f"runtime.numerics.compile is true but {problem}; "
+                                     "set runtime.numerics.compile: false")
         # channels_last lets cuDNN pick NHWC convolution kernels, which tensor cores prefer ('auto': GPU only).
-        nhwc = rt.channels_last == "on" or (rt.channels_last == "auto" and device.type == "cuda")
+        nhwc = rt.numerics.channels_last == "on" or (rt.numerics.channels_last == "auto" and device.type == "cuda")
         rank, world = rank_and_world()
         return cls(device=device, amp_dtype=_amp_dtype(rt, device),
                    memory_format=torch.channels_last if nhwc else torch.contiguous_format,
-                   compile_mode=rt.compile_mode if rt.compile else None, num_workers=rt.num_workers,
+                   compile_mode=rt.numerics.compile_mode if rt.numerics.compile else None,
+                   num_workers=rt.host.num_workers,
                    rank=rank, world=world)
 
     @property
@@ -142,7 +145,7 @@ class Runtime:
         return {k: v.contiguous(memory_format=self.memory_format) if v.dim() == 4 else v for k, v in moved.items()}
 
     def compile(self, module: torch.nn.Module) -> torch.nn.Module:
-        """`torch.compile(module)` when runtime.compile is on, else `module`.
+        """`torch.compile(module)` when runtime.numerics.compile is on, else `module`.
 
         The wrapper shares the module's parameters, so optimizers, Reptile and resume work as before; callers run
         forward through it but save the plain module (the wrapper's keys carry an `_orig_mod.` prefix).

@@ -18,7 +18,7 @@ class Arg:
     """One positional argument of `metadepth stage KIND ...`; its valid values are the params list `choices`."""
 
     name: str
-    choices: str  # dotted params key listing the values, e.g. "finetune.inits"
+    choices: str  # dotted params key listing the values, e.g. "finetune.starts"
 
 
 SEED = Arg("SEED", "seeds")  # training and evaluate stages end with the training seed
@@ -29,6 +29,9 @@ class Stage:
     kind: str
     target: str  # "module:function", called as function(params, root, *args, [tracker=...,] [seed=...])
     args: tuple[Arg, ...] = ()
+    # The params sections it reads: dvc.yaml's `params:` for the stage (plus a variant's own overrides), its Prefect
+    # cache key, the MLflow params of its run and, for a training stage, its resume key.
+    params: tuple[str, ...] = ()
     trains: bool = False  # holds the accelerator: the training slot, torchrun when nproc_per_node > 1, progress
     output: str | None = None  # the checkpoint and curve a training stage writes, "{0}" = its first argument
     metric_names: dict[str, str] = field(default_factory=dict)  # curve column -> tracker metric
@@ -67,18 +70,29 @@ _SUPERVISED_LOGS = {"loss": "train_loss", "lr": "lr", "grad_norm": "grad_norm", 
 _META_LOGS = {c: f"meta_{c}" for c in ("loss_first", "loss_last", "loss_task_augment", "update_norm", "grad_norm",
                                        "val_loss")}
 
+_TRAINING = ("train_domain", "loss", "augment")  # what every training stage reads besides its own section
+_META_BUDGET = tuple(f"meta.settings.{k}" for k in ("steps", "tasks_per_step", "batch_size", "inner_steps",
+                                                    "task_augment"))  # what `sup` is matched to
+
 STAGES: dict[str, Stage] = {s.kind: s for s in (
-    Stage("prepare", "tasks.preprocess.prepare:prepare", (Arg("DATASET", "data.domains"),)),
-    Stage("init", "tasks.initialize:run_init", (Arg("KIND", "init.kinds"), SEED), checkpoint_artifact=True),
-    Stage("meta_init", "tasks.meta_init:run_meta_init", (Arg("VARIANT", "meta.variants"), SEED), trains=True,
-          output="{0}", metric_names=_META_LOGS, checkpoint_artifact=True),
-    Stage("supervised", "tasks.finetune:run_supervised", (SEED,), trains=True, output="sup",
-          metric_names=_SUPERVISED_LOGS, checkpoint_artifact=True),
-    Stage("finetune", "tasks.finetune:run_finetune", (Arg("START", "finetune.inits"), SEED), trains=True,
-          output="ft_{0}", metric_names=_SUPERVISED_LOGS, checkpoint_artifact=True, logged_model=True),
-    Stage("evaluate", "tasks.evaluate:run_evaluate_all", evaluations=True,  # every model x dataset x seed
-          expected_files="tasks.evaluate:metrics_files"),
-    Stage("report", "tasks.report:run_report", report=True),
+    Stage("prepare", "tasks.preprocess.prepare:prepare", (Arg("DATASET", "domains"),), params=("data",)),
+    Stage("init", "tasks.initialize:run_init", (Arg("KIND", "init.kinds"), SEED),
+          params=("model", "init.pretrained_path"), checkpoint_artifact=True),
+    Stage("meta_init", "tasks.meta_init:run_meta_init", (Arg("VARIANT", "meta.variants"), SEED),
+          params=(*_TRAINING, "meta.start", "meta.settings", "runtime.numerics"), trains=True, output="{0}",
+          metric_names=_META_LOGS, checkpoint_artifact=True),
+    Stage("supervised", "tasks.finetune:run_supervised", (SEED,),
+          params=(*_TRAINING, "finetune.settings", "meta.start", *_META_BUDGET, "runtime.numerics"), trains=True,
+          output="sup", metric_names=_SUPERVISED_LOGS, checkpoint_artifact=True),
+    Stage("finetune", "tasks.finetune:run_finetune", (Arg("START", "finetune.starts"), SEED),
+          params=(*_TRAINING, "finetune.steps", "finetune.batch_size", "finetune.settings", "runtime.numerics"),
+          trains=True, output="ft_{0}", metric_names=_SUPERVISED_LOGS, checkpoint_artifact=True, logged_model=True),
+    Stage("evaluate", "tasks.evaluate:run_evaluate_all",  # every model x dataset x seed
+          params=("seeds", "domains", "train_domain", "evaluate", "runtime.numerics.compile",
+                  "runtime.numerics.compile_mode"),
+          evaluations=True, expected_files="tasks.evaluate:metrics_files"),
+    Stage("report", "tasks.report:run_report", params=("seeds", "domains", "train_domain", "evaluate", "report"),
+          report=True),
 )}
 
 

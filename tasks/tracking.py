@@ -7,7 +7,7 @@ CI job or one shell can redirect runs without editing a tracked file. Per-step m
 batches: one SQLite transaction per step would cost more than the step itself on small models.
 
 Runs carry what MLflow needs to group and chart them: MLflow's standard source tags (git commit, command, type) and
-the identity of what ran (model, dataset, seed, init) as both tags and params. Every run this process opened and
+the identity of what ran (model, dataset, seed, start) as both tags and params. Every run this process opened and
 has not ended is known (`close_open_runs`), so a run stopped by a signal is closed as KILLED rather than left RUNNING.
 """
 
@@ -36,7 +36,7 @@ PARENT_ENV = "METADEPTH_PARENT_RUN_ID"  # set by `metadepth run`/`repro` so stag
 FLUSH_EVERY = 200
 # What a stage argument (the names of tasks/stages.py's Arg) says about the run: its identity key.
 IDENTITY_KEYS = {"DATASET": "dataset", "SEED": "seed", "KIND": "model", "VARIANT": "model", "MODEL": "model",
-                 "START": "init"}
+                 "START": "start"}
 _OPEN: dict[str, Run] = {}  # runs of this process not yet ended, by id
 _OPEN_LOCK = threading.Lock()
 
@@ -115,13 +115,13 @@ def source_tags(root: Path) -> dict[str, str]:
 
 def identity(named_args: dict[str, str], **known: str) -> dict[str, str]:
     """What a run is about, from its stage's named arguments (e.g. {"START": "meta", "SEED": "0"}): the `model`,
-    `dataset`, `seed` and `init` keys MLflow groups and charts runs by. A fine-tune from START is model ft_START
+    `dataset`, `seed` and `start` keys MLflow groups and charts runs by. A fine-tune from START is model ft_START
     (docs/contracts.md); `known` adds what the arguments do not say (e.g. the training dataset)."""
     out = {IDENTITY_KEYS[k]: str(v) for k, v in named_args.items() if k in IDENTITY_KEYS}
-    if "init" in out and "model" not in out:
-        out["model"] = f"ft_{out['init']}"
+    if "start" in out and "model" not in out:
+        out["model"] = f"ft_{out['start']}"
     if out.get("model", "").startswith("ft_"):
-        out.setdefault("init", out["model"][len("ft_"):])
+        out.setdefault("start", out["model"][len("ft_"):])
     return {**out, **{k: str(v) for k, v in known.items() if v is not None}}
 
 
@@ -277,7 +277,7 @@ def close_open_runs(status: str = "KILLED", tags: dict[str, str] | None = None) 
 
 def log_evaluations(root: Path, parent_id: str | None, records: list[dict[str, Any]]) -> list[str]:
     """One nested MLflow run per metrics record (docs/contracts.md, schema 2), for comparing models across datasets
-    and seeds in MLflow: tags and params `model`, `dataset`, `seed`, `init`; metrics `<protocol>.<metric>` (and
+    and seeds in MLflow: tags and params `model`, `dataset`, `seed`, `start`; metrics `<protocol>.<metric>` (and
     `<protocol>.n_valid_pixels`); params `<protocol>.<setting>`. Returns the run ids.
 
     Cheap enough for every model x dataset x seed in one process: one client, three store calls per record.

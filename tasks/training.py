@@ -26,11 +26,12 @@ from tasks.checkpoints import model_from_checkpoint, save_checkpoint
 from tasks.distributed import barrier, check_ranks_agree
 from tasks.io import MetadepthError, content_hash
 from tasks.layout import Layout, training_seed
-from tasks.param_values import params_hash
+from tasks.param_values import params_hash, subset
 from tasks.params import AugmentParams, LossParams, Params
 from tasks.preprocess.shards import ShardDataset, shard_path
 from tasks.resume import ResumeState
 from tasks.runtime import Runtime
+from tasks.stages import STAGES
 from tasks.telemetry import CurveWriter, NullTracker, Tracker, report_progress
 
 Batch = dict[str, torch.Tensor]
@@ -88,12 +89,13 @@ class TrainingResult:
 class TrainingRun:
     """One training stage's run of `total` steps from checkpoint `start`, writing checkpoint and curve `output`.
 
-    `resume_inputs` is everything stage-specific that decides the run (params, names); the start checkpoint, the
-    data and the process count are added here, so a snapshot made from other inputs is never picked up.
+    `stage` is its kind in tasks/stages.py, whose params sections key the resume snapshot together with
+    `resume_inputs` (what else decides the run: names, a variant's settings), the start checkpoint, the data and the
+    process count, so a snapshot made from other inputs is never picked up.
     `metric_names` maps curve columns to the tracker's metric names.
     """
 
-    def __init__(self, params: Params, root: Path, *, label: str, start: str, output: str, seed: int | None,
+    def __init__(self, params: Params, root: Path, *, stage: str, label: str, start: str, output: str, seed: int | None,
                  total: int, columns: list[str], metric_names: dict[str, str], log_every: int, val_every: int,
                  resume_inputs: list[Any], tracker: Tracker | None = None):
         self.label, self.total, self.log_every, self.metric_names = label, total, log_every, metric_names
@@ -106,15 +108,16 @@ class TrainingRun:
         self.model, payload = model_from_checkpoint(start_path)
         self.model_params = payload["model_params"]
         self.rt.place(self.model).train()
-        self.train_shard = shard_path(layout.prepared / params.data.train_domain, "train")
-        self.val_shard = shard_path(layout.prepared / params.data.train_domain, "val")
+        self.train_shard = shard_path(layout.prepared / params.train_domain, "train")
+        self.val_shard = shard_path(layout.prepared / params.train_domain, "val")
         self.data_hash = content_hash(self.train_shard)
         self.out = layout.checkpoint(output)
         self.curve = CurveWriter(layout.curve(output), columns)
         seed_everything(self.seed)
         self.generator = torch.Generator().manual_seed(self.seed)
-        key = params_hash([*resume_inputs, content_hash(start_path), self.data_hash, {"world_size": self.rt.world}])
-        self.resume = ResumeState(self.out, key, params.runtime.resume_every)
+        key = params_hash([subset(params, STAGES[stage].params), *resume_inputs, content_hash(start_path),
+                           self.data_hash, {"world_size": self.rt.world}])
+        self.resume = ResumeState(self.out, key, params.runtime.host.resume_every)
         self.start, self._stateful, self._loss = 0, {}, float("nan")
 
     def resume_from_snapshot(self, **stateful: Any) -> int:

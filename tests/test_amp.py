@@ -1,4 +1,4 @@
-"""Mixed precision and channels_last (runtime.amp, runtime.channels_last): the policy, and bf16 training on CPU."""
+"""Mixed precision and channels_last (runtime.numerics amp, channels_last): the policy, and bf16 training on CPU."""
 
 from __future__ import annotations
 
@@ -17,13 +17,11 @@ from tasks.runtime import Runtime
 CPU = torch.device("cpu")
 
 
-def with_runtime(**runtime):
-    params = load_params(ROOT / "params.yaml")
-    return params.model_copy(update={"runtime": params.runtime.model_copy(update=runtime)})
-
-
-def runtime(**settings) -> Runtime:
-    return Runtime.from_params(with_runtime(device="cpu", **settings).runtime)
+def runtime(**numerics) -> Runtime:
+    """The CPU runtime of params.yaml with these runtime.numerics."""
+    rt = load_params(ROOT / "params.yaml").runtime
+    return Runtime.from_params(rt.model_copy(update={"numerics": rt.numerics.model_copy(update=numerics),
+                                                     "host": rt.host.model_copy(update={"device": "cpu"})}))
 
 
 def test_auto_is_off_on_cpu():
@@ -45,7 +43,8 @@ def test_forced_settings_apply_on_cpu():
 
 
 def test_bf16_channels_last_training_on_cpu_is_finite(tiny_project, single_thread):
-    root, params = tiny_project(runtime={"num_threads": 1, "amp": "bf16", "channels_last": "on"})
+    root, params = tiny_project(runtime={"host": {"num_threads": 1},
+                                         "numerics": {"amp": "bf16", "channels_last": "on"}})
     meta = run_meta_init(params, root, "meta")
     assert math.isfinite(meta.final["loss_last"]) and math.isfinite(meta.final["loss_task_augment"])
     result = run_finetune(params, root, "meta")

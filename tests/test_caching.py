@@ -23,7 +23,7 @@ def test_stages_come_from_dvc_yaml(project):
     assert {"prepare@loft", "init@scratch-0", "meta_init@meta-0", "finetune@meta-0", "supervised@0",
             "finetune@sup-0", "evaluate", "report"} <= names
     spec = find_stage(project, ("finetune", "meta", "0"))
-    assert "data/checkpoints/seed0/meta.pt" in spec.deps and "finetune.lr" in spec.params
+    assert "data/checkpoints/seed0/meta.pt" in spec.deps and "finetune.settings" in spec.params
     assert [u.name for u in spec.upstream(load_stages(project))] == ["prepare@loft", "meta_init@meta-0"]
     assert not outputs_exist(project, spec)
 
@@ -51,7 +51,7 @@ def test_key_follows_code_params_and_data_of_the_stage_only(project):
     code.write_text(original)
     assert key(project, ft) == base
 
-    tiny_params(project / "params.yaml", finetune={"lr": 0.002})  # the default is 0.001
+    tiny_params(project / "params.yaml", finetune={"settings": {"lr": 0.002}})  # the default is 0.001
     assert key(project, ft) != base  # the stage's params
 
     ck = project / "data" / "checkpoints" / "seed0" / "meta.pt"
@@ -96,7 +96,7 @@ def test_a_deleted_file_inside_a_folder_output_is_a_cache_miss(tmp_path):
 
     params = write_params(tmp_path)
     files = metrics_files(params, tmp_path)
-    assert len(files) == len(params.seeds) * len(params.evaluate.models) * len(params.data.domains)
+    assert len(files) == len(params.seeds) * len(params.evaluate.models) * len(params.domains)
     for f in files:
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text("{}")

@@ -35,7 +35,7 @@ CASES = [
     (["stage", "supervised"], ["SEED", "metadepth stage supervised 0"]),
     (["stage", "prepare"], ["prepare", "DATASET"]),
     (["stage", "supervised", "7"], ["SEED '7'", "seeds"]),
-    (["stage", "finetune", "nope", "0"], ["'nope'", "finetune.inits"]),
+    (["stage", "finetune", "nope", "0"], ["'nope'", "finetune.starts"]),
     (["stage", "finetune", "meta"], ["START SEED", "metadepth stage finetune scratch 0"]),
     (["stage", "finetune", "meta", "7"], ["SEED '7'", "seeds"]),
     (["stage", "report", "extra"], ["report", "no arguments"]),
@@ -125,7 +125,7 @@ FAST = [
     (["profile", "nope"], "ok", "profiles/nope.yaml: profile not found"),
     (["bench", "--only", "nope"], "ok", "--only 'nope'"),
     (["data", "ingest", "images", "--format", "hm3d", "--name", "../x"], "ok", "--name '../x'"),
-    (["stage", "--help"], "ok", "finetune START (finetune.inits) SEED (seeds)"),
+    (["stage", "--help"], "ok", "finetune START (finetune.starts) SEED (seeds)"),
     (["--version"], "ok", "metadepth 0."),
 ]
 

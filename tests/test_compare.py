@@ -31,13 +31,14 @@ def project(tmp_path_factory, mlflow_uri) -> dict:
     ids = {}
     for name, steps, runner, augment, rmse in [("r1", 4, "dvc", True, 1.0), ("r2", 8, "prefect", True, 0.9),
                                                ("r3", 8, "dvc", False, 0.8123456789)]:
-        run = tracking.Run(root, name, params={"meta": {"inner_steps": steps},
-                                               "finetune": {"lr": 5e-4, "online_augment": augment}},
+        run = tracking.Run(root, name, params={"meta": {"settings": {"inner_steps": steps}},
+                                               "finetune": {"settings": {"lr": 5e-4, "online_augment": augment}}},
                            tags={"kind": "pipeline", "runner": runner, "note": "it's"})
         run.log_metrics({RMSE: rmse, "in_domain.ft_meta.metric.rmse": 2.0}, step=0)
         run.end()
         ids[name] = run.id
-    tracking.Run(root, "stage", params={"meta": {"inner_steps": 8}}, tags={"kind": "stage"}).end()  # never shown
+    # a stage run: never shown
+    tracking.Run(root, "stage", params={"meta": {"settings": {"inner_steps": 8}}}, tags={"kind": "stage"}).end()
     mp.setenv("METADEPTH_EXPERIMENT", other)
     other_run = tracking.Run(root, "elsewhere", tags={"kind": "pipeline"})
     other_run.end()
@@ -68,18 +69,18 @@ def names(*args: str) -> set[str]:
 
 def test_param_and_tag_filters(project):
     assert names() == {"r1", "r2", "r3"}  # stage runs and other experiments never appear
-    assert names("--param", "meta.inner_steps=8") == {"r2", "r3"}
-    assert names("--param", "meta.inner_steps=8", "--tag", "runner=dvc") == {"r3"}
+    assert names("--param", "meta.settings.inner_steps=8") == {"r2", "r3"}
+    assert names("--param", "meta.settings.inner_steps=8", "--tag", "runner=dvc") == {"r3"}
     # values are read like -S and matched as they were logged: true -> "True", 5e-4 -> "0.0005"
-    assert names("--param", "finetune.online_augment=true") == {"r1", "r2"}
-    assert names("--param", "finetune.lr=5e-4") == {"r1", "r2", "r3"}
+    assert names("--param", "finetune.settings.online_augment=true") == {"r1", "r2"}
+    assert names("--param", "finetune.settings.lr=5e-4") == {"r1", "r2", "r3"}
     assert names("--tag", "note=it's") == {"r1", "r2", "r3"}  # quoted properly
     assert names("-n", "2") == {"r2", "r3"}  # the latest two
 
 
 def test_filter_string_is_mlflow_syntax():
-    assert filter_string([("runner", "dvc")], [("meta.inner_steps", "8")]) == \
-        "tags.`runner` = 'dvc' and params.`meta.inner_steps` = '8'"
+    assert filter_string([("runner", "dvc")], [("meta.settings.inner_steps", "8")]) == \
+        "tags.`runner` = 'dvc' and params.`meta.settings.inner_steps` = '8'"
     assert filter_string([("note", "it's")], []) == "tags.`note` = \"it's\""
     with pytest.raises(MetadepthError, match="--tag note"):
         filter_string([("note", "it's \"x\"")], [])
@@ -92,19 +93,19 @@ def test_csv_has_one_row_per_run_with_full_precision(project, tmp_path):
     table = pd.read_csv(out).set_index("run_name")
     assert set(table.index) == {"r1", "r2", "r3"}
     assert table.loc["r3", "run_id"] == project["ids"]["r3"] and table.loc["r3", "status"] == "FINISHED"
-    assert table.loc["r3", RMSE] == 0.8123456789 and table.loc["r1", "meta.inner_steps"] == 4
+    assert table.loc["r3", RMSE] == 0.8123456789 and table.loc["r1", "meta.settings.inner_steps"] == 4
     assert "in_domain.ft_meta.metric.rmse" not in table.columns  # headline metrics only
-    assert "finetune.lr" not in table.columns  # identical in every run: not a difference
+    assert "finetune.settings.lr" not in table.columns  # identical in every run: not a difference
     assert not list(out.parent.glob(".*"))  # written atomically: no temporary left beside it
 
 
 def test_markdown_shows_runs_as_columns(project):
-    code, out, err = compare("--param", "meta.inner_steps=8")
+    code, out, err = compare("--param", "meta.settings.inner_steps=8")
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("| | r") and project["ids"]["r3"][:8] in lines[0]
-    assert "| finetune.online_augment | False | True |" in out and f"| {RMSE} | 0.8123 | 0.9 |" in out
-    code, out, _ = compare("--param", "meta.inner_steps=4")
+    assert "| finetune.settings.online_augment | False | True |" in out and f"| {RMSE} | 0.8123 | 0.9 |" in out
+    code, out, _ = compare("--param", "meta.settings.inner_steps=4")
     assert "| (parameters) | identical in all runs |" in out
 
 
@@ -116,7 +117,8 @@ def test_other_experiment(project):
 
 @pytest.mark.parametrize("args, named", [(["--tag", "runner"], "--tag 'runner'"),
                                          (["--param", "=8"], "--param '=8'"),
-                                         (["--param", "meta.inner_steps"], "--param 'meta.inner_steps'")])
+                                         (["--param", "meta.settings.inner_steps"],
+                                          "--param 'meta.settings.inner_steps'")])
 def test_bad_filter_is_one_line_naming_the_option(project, args, named):
     code, _, err = compare(*args)
     assert code == 1 and err.count("\n") == 1 and named in err and "KEY=VALUE" in err

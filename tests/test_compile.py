@@ -1,4 +1,4 @@
-"""runtime.compile: the training and evaluation stages run a torch.compile'd model, checkpoints keep plain keys
+"""runtime.numerics.compile: the training and evaluation stages run a torch.compile'd model, checkpoints keep plain keys
 (no `_orig_mod.` prefix), and a machine that cannot compile gets one line telling it to turn the switch off."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ CPU = torch.device("cpu")
 
 
 def _params(tmp_path, compile_: bool):
-    return write_params(tmp_path, runtime={"compile": compile_, "device": "cpu", "num_threads": 1})
+    return write_params(tmp_path, runtime={"numerics": {"compile": compile_},
+                                           "host": {"device": "cpu", "num_threads": 1}})
 
 
 def test_compile_off_returns_the_model_itself(tmp_path):
@@ -29,12 +30,12 @@ def test_no_compiler_is_one_line_naming_the_switch(tmp_path, monkeypatch):
     with pytest.raises(MetadepthError) as err:
         Runtime.from_params(_params(tmp_path, True).runtime)  # refused where the runtime is resolved
     message = str(err.value)
-    assert "runtime.compile: false" in message and "C++ compiler" in message and "\n" not in message
+    assert "runtime.numerics.compile: false" in message and "C++ compiler" in message and "\n" not in message
 
 
 @pytest.fixture
 def project(tiny_project, single_thread):
-    root, params = tiny_project(runtime={"compile": True, "device": "cpu", "num_threads": 1})
+    root, params = tiny_project(runtime={"numerics": {"compile": True}, "host": {"device": "cpu", "num_threads": 1}})
     yield params, root
     torch._dynamo.reset()  # compiled graphs must not leak into other tests
 
@@ -55,7 +56,7 @@ def _assert_plain_keys(path) -> None:
     assert not any("_orig_mod" in k for k in model.state_dict())
 
 
-@pytest.mark.skipif(compile_unavailable(CPU) is not None, reason=f"runtime.compile is refused here: "
+@pytest.mark.skipif(compile_unavailable(CPU) is not None, reason=f"runtime.numerics.compile is refused here: "
                                                                  f"{compile_unavailable(CPU)}")
 def test_compiled_training_step_runs_and_checkpoint_keys_are_plain(project, monkeypatch):
     """Forward and backward of the fine-tuning step through torch.compile's graph capture and AOT autograd (the

@@ -1,7 +1,7 @@
 """Training beyond one process (tasks/distributed.py): 2 CPU ranks with gloo, launched by the real stage functions.
 
 The fast tests pin down the data-stream layout without starting processes; the slow ones go through torchrun exactly
-as `metadepth stage meta_init meta` does with runtime.nproc_per_node 2.
+as `metadepth stage meta_init meta` does with runtime.numerics.nproc_per_node 2.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def test_rank_slices_partition_every_global_batch():
     parts = [batches_at(data, 4, seed=1, positions=itertools.count(), part=(r, 2)) for r in range(2)]
     for _ in range(6):
         assert indices(next(whole)) == indices(next(parts[0])) + indices(next(parts[1]))
-    with pytest.raises(MetadepthError, match="multiple of runtime.nproc_per_node"):
+    with pytest.raises(MetadepthError, match="multiple of runtime.numerics.nproc_per_node"):
         batches_at(data, 3, seed=1, positions=itertools.count(), part=(0, 2))
 
 
@@ -92,13 +92,13 @@ def test_stream_seeds_differ_for_nearby_keys():
 # Through torchrun
 
 
-TWO_RANKS = {"num_threads": 1, "nproc_per_node": 2}
+TWO_RANKS = {"host": {"num_threads": 1}, "numerics": {"nproc_per_node": 2}}
 
 
 @pytest.fixture(scope="module")
 def meta_two_ranks(tiny_project):
     """One 2-rank meta_init with everything on (online and task augmentation), through the real stage function."""
-    root, params = tiny_project(meta={"steps": 2, "batch_size": 4, "log_every": 1, "tasks_per_step": 1},
+    root, params = tiny_project(meta={"settings": {"steps": 2, "batch_size": 4, "log_every": 1, "tasks_per_step": 1}},
                                 runtime=TWO_RANKS)
     dumps = root / "rank_weights"
     with pytest.MonkeyPatch.context() as mp:
@@ -118,7 +118,7 @@ def test_two_rank_meta_init_leaves_identical_weights_on_both_ranks(meta_two_rank
     for k in ranks[0]:
         assert torch.equal(ranks[0][k], ranks[1][k]), k
     ck = load_checkpoint(root / "data" / "checkpoints" / "seed0" / "meta.pt")
-    assert ck["step"] == params.meta.steps and ck["info"]["world_size"] == 2
+    assert ck["step"] == params.meta.settings.steps and ck["info"]["world_size"] == 2
     for k, v in ck["model"].items():
         assert torch.equal(v, ranks[0][k]), k
     init = load_checkpoint(root / "data" / "checkpoints" / "seed0" / "scratch.pt")["model"]
@@ -130,8 +130,9 @@ def test_two_rank_meta_init_leaves_identical_weights_on_both_ranks(meta_two_rank
 def test_two_ranks_equal_one_rank_with_twice_the_tasks(meta_two_ranks, tiny_project, single_thread):
     """The 1-process reference runs here, with the 1 thread each worker has."""
     root, params, _, _ = meta_two_ranks
-    single, single_params = tiny_project(meta={"steps": 2, "batch_size": 4, "log_every": 1, "tasks_per_step": 2},
-                                         runtime={"num_threads": 1, "nproc_per_node": 1})
+    single, single_params = tiny_project(
+        meta={"settings": {"steps": 2, "batch_size": 4, "log_every": 1, "tasks_per_step": 2}},
+        runtime={"host": {"num_threads": 1}, "numerics": {"nproc_per_node": 1}})
     result = run_meta_init(single_params, single, "meta")
     assert result.final["num_tasks"] == 2 and result.world_size == 1 and not result.rank_weight_digests
     a = load_checkpoint(root / "data" / "checkpoints" / "seed0" / "meta.pt")["model"]
@@ -158,8 +159,8 @@ FT_STEPS = 6
 def finetune_two_ranks(tiny_project, tmp_path_factory):
     """One 2-rank DDP finetune through the real stage function, keeping a copy of the first resume snapshot it
     writes (rank 0 deletes it on success)."""
-    root, params = tiny_project(finetune={"steps": FT_STEPS, "batch_size": 4, "log_every": 1},
-                                runtime={**TWO_RANKS, "resume_every": 2})
+    root, params = tiny_project(finetune={"steps": FT_STEPS, "batch_size": 4, "settings": {"log_every": 1}},
+                                runtime={**TWO_RANKS, "host": {"num_threads": 1, "resume_every": 2}})
     snapshot = root / "data" / "checkpoints" / "seed0" / "ft_scratch.resume.pt"
     copy = tmp_path_factory.mktemp("dist_ft") / "snapshot.pt"
     tracker, outcome = Recorder(), {}
@@ -220,6 +221,7 @@ def test_two_rank_finetune_resumes_from_rank_0_snapshot(finetune_two_ranks, capf
 def test_a_worker_error_is_the_parent_error(tmp_path):
     """A MetadepthError in the workers comes back as the same one-line error, not as torchrun's traceback."""
     params = load_params(ROOT / "params.yaml")
-    params = params.model_copy(update={"runtime": params.runtime.model_copy(update={"nproc_per_node": 2})})
+    params = params.model_copy(update={"runtime": params.runtime.model_copy(update={
+        "numerics": params.runtime.numerics.model_copy(update={"nproc_per_node": 2})})})
     with pytest.raises(MetadepthError, match=r"^.*scratch.pt: checkpoint not found; run the stage"):
         run_stage(params, tmp_path, ("meta_init", "meta", "0"))

@@ -27,9 +27,9 @@ def experiments(root: Path) -> dict[str, dict]:
 
 
 def test_exp_run_records_metrics_and_tags_mlflow_runs(tiny, mlflow_uri):
-    sh(tiny, "dvc", "exp", "run", "-n", "inner2", "-S", "meta.inner_steps=2")
+    sh(tiny, "dvc", "exp", "run", "-n", "inner2", "-S", "meta.settings.inner_steps=2")
     data = experiments(tiny)["inner2"]
-    assert data["params"]["params.yaml"]["data"]["meta"]["inner_steps"] == 2
+    assert data["params"]["params.yaml"]["data"]["meta"]["settings"]["inner_steps"] == 2
     models = data["metrics"]["reports/metrics.json"]["data"]["zero_shot"]
     assert models["ft_meta"]["metric"]["rmse"] > 0
 
@@ -47,12 +47,12 @@ def test_queued_experiments_run_all(tiny, mlflow_uri):
     """Queued experiments run in DVC's temporary copies of the project (a celery worker); stages found unchanged
     there (prepare, init) are restored from DVC's run cache that the experiment above filled. Their stages must
     use the copy, although DVC points DVC_ROOT at the parent (tests/test_tracking.py checks that part fast)."""
-    sh(tiny, "dvc", "exp", "run", "--queue", "-n", "q3", "-S", "meta.inner_steps=3")
-    sh(tiny, "dvc", "exp", "run", "--queue", "-n", "q1", "-S", "meta.inner_steps=1")
+    sh(tiny, "dvc", "exp", "run", "--queue", "-n", "q3", "-S", "meta.settings.inner_steps=3")
+    sh(tiny, "dvc", "exp", "run", "--queue", "-n", "q1", "-S", "meta.settings.inner_steps=1")
     sh(tiny, "dvc", "exp", "run", "--run-all", "--jobs", "1")
     shown = experiments(tiny)
     for name, steps in [("q3", 3), ("q1", 1)]:
-        assert shown[name]["params"]["params.yaml"]["data"]["meta"]["inner_steps"] == steps
+        assert shown[name]["params"]["params.yaml"]["data"]["meta"]["settings"]["inner_steps"] == steps
         assert shown[name]["metrics"]["reports/metrics.json"]["data"]["zero_shot"]["ft_meta"]["metric"]["rmse"]
 
     from mlflow.tracking import MlflowClient

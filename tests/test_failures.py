@@ -21,7 +21,8 @@ from tasks.preprocess.prepare import prepare
 
 @pytest.fixture(scope="module")
 def project(tiny_project):
-    return tiny_project(finetune={"steps": 6, "batch_size": 4, "log_every": 1}, runtime={"resume_every": 2})
+    return tiny_project(finetune={"steps": 6, "batch_size": 4, "settings": {"log_every": 1}},
+                        runtime={"host": {"resume_every": 2}})
 
 
 def leftovers(directory):
@@ -120,8 +121,8 @@ def test_meta_init_nan_stops_or_skips(project, monkeypatch, skip):
     from tasks.meta_init import run_meta_init
 
     root, _ = project
-    tiny_params(root / "params.yaml", meta={"steps": 3, "batch_size": 4, "log_every": 1,
-                                            "skip_nonfinite_steps": skip})
+    tiny_params(root / "params.yaml", meta={"settings": {"steps": 3, "batch_size": 4, "log_every": 1,
+                                                         "skip_nonfinite_steps": skip}})
     params = load_params(root / "params.yaml")
     real = tasks.training.depth_loss
     calls = {"n": 0}
@@ -167,11 +168,11 @@ def test_interrupted_metrics_and_report_writes_leave_no_half_file(tiny_project, 
     from tasks.evaluate import run_evaluate
     from tasks.report import run_report
 
-    root, params = tiny_project(dest=tmp_path, finetune={"steps": 2, "batch_size": 4, "log_every": 1,
-                                                         "inits": ["scratch"]},
+    root, params = tiny_project(dest=tmp_path, finetune={"steps": 2, "batch_size": 4, "settings": {"log_every": 1},
+                                                         "starts": ["scratch"]},
                                 evaluate={"batch_size": 4, "models": ["ft_scratch"]})
     run_finetune(params, root, "scratch")
-    for d in params.data.domains:
+    for d in params.domains:
         run_evaluate(params, root, "ft_scratch", d)
     metrics = root / "data" / "metrics" / "seed0" / "ft_scratch__studio.json"
     good = metrics.read_text()

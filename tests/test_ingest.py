@@ -144,8 +144,8 @@ def test_skip_bad_quarantines_and_lists_bad_frames(tmp_path):
 
 def _params(tmp_path, sources: dict, domains: list[str]):
     raw = json.loads(json.dumps(read_raw(ROOT / "params.yaml")))
-    raw["data"].update({"domains": domains, "train_domain": domains[0], "sources": sources, "height": 20,
-                        "width": 30})  # the fixtures' own size: no resampling
+    raw.update({"domains": domains, "train_domain": domains[0]})
+    raw["data"].update({"sources": sources, "height": 20, "width": 30})  # the fixtures' own size: no resampling
     return validate(raw)
 
 

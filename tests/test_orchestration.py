@@ -69,7 +69,7 @@ def _mlflow_wrapped() -> Exception:
         (_http_status(503), True),  # server starting
         (_http_status(404), False),
         (_http_status(422), False),  # our request is wrong: retrying repeats it
-        (MetadepthError("finetune.lr: must be > 0"), False),
+        (MetadepthError("finetune.settings.lr: must be > 0"), False),
         (_caused(MetadepthError("checkpoint not found"), ConnectionError()), False),  # ours, whatever the cause
         (sqlite3.OperationalError("no such table: runs"), False),
         (ValueError("shapes do not match"), False),
@@ -325,7 +325,7 @@ def test_stage_flow_runs_are_named_after_their_arguments_and_runs_carry_their_id
         "tags.stage = 'finetune@meta-0'",
         order_by=["attributes.start_time DESC"])
     tags = stage_run.data.tags
-    assert (tags["model"], tags["init"], tags["seed"], tags["dataset"]) == ("ft_meta", "meta", "0", "loft")
+    assert (tags["model"], tags["start"], tags["seed"], tags["dataset"]) == ("ft_meta", "meta", "0", "loft")
     assert stage_run.data.params["model"] == "ft_meta"
 
 

@@ -20,12 +20,12 @@ from tasks.dispatch import run_stage
 from tasks.evaluate import run_evaluate, train_median_depth
 from tasks.preprocess.shards import ShardDataset, shard_path
 
-META = {"steps": 3, "batch_size": 4, "log_every": 1, "val_every": 2, "tasks_per_step": 2}
+META = {"steps": 3, "batch_size": 4, "log_every": 1, "val_every": 2, "tasks_per_step": 2}  # meta.settings
 
 
 @pytest.fixture(scope="module")
 def prepared(tiny_project, single_thread):
-    return tiny_project(meta=META, runtime={"num_threads": 1})
+    return tiny_project(meta={"settings": META}, runtime={"host": {"num_threads": 1}})
 
 
 class Counter:
@@ -66,8 +66,8 @@ def trained(prepared):
 
 def test_sup_gets_exactly_the_meta_stage_budget(trained):
     root, params, inner, meta_draws, adam_steps, sup_draws = trained
-    m = params.meta
-    # The matching rule: the same number of gradient steps, each on a batch of meta.batch_size images.
+    m = params.meta.settings
+    # The matching rule: the same number of gradient steps, each on a batch of meta.settings.batch_size images.
     assert len(inner) == m.steps * m.tasks_per_step * (m.inner_steps + 1) == m.gradient_steps() == 30
     assert len(adam_steps) == len(inner)
     assert sup_draws.images == len(inner) * m.batch_size  # image presentations match
@@ -77,15 +77,16 @@ def test_sup_gets_exactly_the_meta_stage_budget(trained):
     assert meta_draws.batches == m.steps * m.tasks_per_step * 2
     ck = load_checkpoint(root / "data" / "checkpoints" / "seed0" / "sup.pt")
     assert ck["step"] == len(inner) and ck["info"]["gradient_steps"] == len(inner)
-    assert ck["info"]["init"] == "scratch"
+    assert ck["info"]["start"] == "scratch"
 
 
 def test_fresh_inner_batches_draw_one_batch_per_inner_step(tiny_project, single_thread, monkeypatch):
-    root, fresh = tiny_project(meta={**META, "inner_batches": "fresh"}, runtime={"num_threads": 1})
+    root, fresh = tiny_project(meta={"settings": {**META, "inner_batches": "fresh"}},
+                               runtime={"host": {"num_threads": 1}})
     draws = Counter(tasks.meta_init.batches_at)
     monkeypatch.setattr(tasks.meta_init, "batches_at", draws)
     run_stage(fresh, root, ("meta_init", "meta", "0"))
-    m = fresh.meta
+    m = fresh.meta.settings
     assert draws.batches == m.steps * m.tasks_per_step * (m.inner_steps + 1)  # L batches + a partner per task
 
 
@@ -96,8 +97,9 @@ def test_curves_log_gradient_norm_before_clipping_and_validation_loss(trained):
     assert list(meta.dropna(subset=["val_loss"])["step"]) == [1, 2]  # after every val_every steps, and the last
     sup = pd.read_csv(root / "data" / "curves" / "seed0" / "sup.csv")
     assert sup["grad_norm"].notna().all() and (sup["grad_norm"] > 0).all()
-    steps = params.meta.gradient_steps()
-    expected = sorted({*range(params.finetune.val_every - 1, steps, params.finetune.val_every), steps - 1})
+    steps = params.meta.settings.gradient_steps()
+    every = params.finetune.settings.val_every
+    expected = sorted({*range(every - 1, steps, every), steps - 1})
     assert list(sup.dropna(subset=["val_loss"])["step"]) == expected
 
 
@@ -124,12 +126,12 @@ def test_the_constant_predictor_is_the_training_median(prepared):
 def test_pretrained_then_meta_then_finetune(tiny_project, tmp_path, single_thread):
     """The official recipe's order: ImageNet-style encoder weights (a local file) -> Reptile -> fine-tuning."""
     weights = tmp_path / "encoder.pth"
-    _, params = tiny_project(upto=None, dest=tmp_path, meta={**META, "start": "pretrained", "steps": 2,
-                                                             "tasks_per_step": 1},
+    _, params = tiny_project(upto=None, dest=tmp_path, meta={"start": "pretrained",
+                                                             "settings": {**META, "steps": 2, "tasks_per_step": 1}},
                              init={"kinds": ["scratch", "pretrained"], "pretrained_path": str(weights)},
-                             finetune={"steps": 2, "batch_size": 4, "log_every": 1, "inits": ["meta"]},
+                             finetune={"steps": 2, "batch_size": 4, "settings": {"log_every": 1}, "starts": ["meta"]},
                              evaluate={"batch_size": 4, "models": ["ft_meta", "meta"]}, report={"baseline": "meta"},
-                             runtime={"num_threads": 1})
+                             runtime={"host": {"num_threads": 1}})
     torch.save(timm.create_model(params.model.encoder, pretrained=False).state_dict(), weights)
     for command in (("prepare", "loft"), ("init", "pretrained", "0"), ("meta_init", "meta", "0"),
                     ("finetune", "meta", "0")):
@@ -139,5 +141,5 @@ def test_pretrained_then_meta_then_finetune(tiny_project, tmp_path, single_threa
     key = next(k for k in pretrained["model"] if k.startswith("encoder.") and k.endswith("weight"))
     assert not torch.equal(pretrained["model"][key], meta["model"][key])  # Reptile moved the pretrained weights
     assert not torch.equal(meta["model"][key], ft["model"][key])
-    assert ft["info"]["init"] == "meta" and meta["info"]["variant"] == "meta"
+    assert ft["info"]["start"] == "meta" and meta["info"]["variant"] == "meta"
     assert not (ck / "scratch.pt").exists()  # nothing trained from the random start

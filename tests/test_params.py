@@ -17,37 +17,42 @@ def raw_params() -> dict:
 
 def test_default_params_are_valid():
     p = load_params(ROOT / "params.yaml")
-    assert p.meta.inner_steps == 4 and p.meta.inner_lr == 1e-3 and p.meta.outer_lr == 0.1  # the paper's values
-    assert p.finetune.lr == 1e-3 and p.finetune.lr_min == 1e-6  # 1e-3 on the CPU default's encoder, by measurement
+    meta, ft = p.meta.settings, p.finetune.settings
+    assert meta.inner_steps == 4 and meta.inner_lr == 1e-3 and meta.outer_lr == 0.1  # the paper's values
+    assert ft.lr == 1e-3 and ft.lr_min == 1e-6  # 1e-3 on the CPU default's encoder, by measurement
     assert p.loss.smooth_weight == 1e-3 and p.loss.scale_decay == 2.3
 
 
 @pytest.mark.parametrize(
     "path, value, key_in_message",
     [
-        (("meta", "inner_stepz"), 3, "meta.inner_stepz"),  # unknown key
-        (("meta", "inner_steps"), "four", "meta.inner_steps"),  # wrong type
-        (("meta", "inner_steps"), 0, "meta.inner_steps"),  # out of range
-        (("finetune", "lr"), -1.0, "finetune.lr"),
-        (("data", "train_domain"), "mars", "data"),  # inconsistent: not in domains
-        (("data", "domains"), ["../etc"], "data.domains"),  # would escape data/
+        (("meta", "settings", "inner_stepz"), 3, "meta.settings.inner_stepz"),  # unknown key
+        (("meta", "settings", "inner_steps"), "four", "meta.settings.inner_steps"),  # wrong type
+        (("meta", "settings", "inner_steps"), 0, "meta.settings.inner_steps"),  # out of range
+        (("finetune", "settings", "lr"), -1.0, "finetune.settings.lr"),
+        (("train_domain",), "mars", "train_domain 'mars' is not one of domains"),  # inconsistent
+        (("domains",), ["../etc"], "domains"),  # would escape data/
+        (("domains",), ["loft", "loft"], "domains: ['loft', 'loft'] repeats an entry"),
         (("evaluate", "models"), ["ft_nothing"], "evaluate.models"),
         (("augment", "flip_prob"), 1.5, "augment.flip_prob"),
-        (("meta", "outer_optimizer"), "rmsprop", "meta.outer_optimizer"),
+        (("meta", "settings", "outer_optimizer"), "rmsprop", "meta.settings.outer_optimizer"),
         (("evaluate", "per_dataset"), {"loft": {"crop": "middle"}}, "per_dataset.loft: crop"),
         (("evaluate", "per_dataset"), {"mars": {"crop": "eigen"}}, "evaluate.per_dataset: 'mars'"),
         (("meta", "variants"), {"meta": {}, "meta_x": {"inner_lr": -1}}, "variants.meta_x: inner_lr"),
         (("init", "kinds"), ["pretrained"], "pretrained_path is not set"),
         (("seeds",), [], "seeds"),
-        (("seeds",), [0, 0], "seeds: Value error, seeds must be unique"),
+        (("seeds",), [0, 0], "seeds: [0, 0] repeats an entry"),
         (("seeds",), [-1], "seeds"),
         (("seeds",), "0", "seeds"),
-        (("finetune", "inits"), ["meta_x"], "finetune.inits: 'meta_x' is not produced"),
-        (("finetune", "inits"), ["scratch", "scratch"], "finetune.inits"),
-        (("finetune", "inits"), {"scratch": "scratch"}, "finetune.inits"),  # the old mapping form
+        (("finetune", "starts"), ["meta_x"], "finetune.starts: 'meta_x' is not produced"),
+        (("finetune", "starts"), ["scratch", "scratch"], "finetune.starts"),
+        (("finetune", "starts"), {"scratch": "scratch"}, "finetune.starts"),  # the old mapping form
         (("init", "kinds"), ["random"], "init.kinds"),
-        (("runtime", "compile"), "maybe", "runtime.compile"),
-        (("runtime", "compile_mode"), "fastest", "runtime.compile_mode"),
+        (("runtime", "numerics", "compile"), "maybe", "runtime.numerics.compile"),
+        (("runtime", "numerics", "compile_mode"), "fastest", "runtime.numerics.compile_mode"),
+        (("meta", "steps"), 5, "meta.steps: moved to meta.settings.steps"),  # the keys before the regrouping
+        (("seed",), 0, "seed: moved to data.seed"),
+        (("runtime", "device"), "cpu", "runtime.device: moved to runtime.host.device"),
         (("tracking", "mlflow_uri"), "mlflow.db", "tracking.mlflow_uri"),  # a path, not a URI
         (("tracking", "experiment"), "", "tracking.experiment"),
         (("tracking", "dvc_remot"), "backup", "tracking.dvc_remot"),
@@ -76,8 +81,8 @@ def test_missing_key_is_named():
 def test_overrides_write_back_and_keep_comments(tmp_path):
     f = tmp_path / "params.yaml"
     f.write_text((ROOT / "params.yaml").read_text())
-    p = apply_overrides(f, ["finetune.steps=7", "meta.task_augment.mixup=false"])
-    assert p.finetune.steps == 7 and p.meta.task_augment.mixup is False
+    p = apply_overrides(f, ["finetune.steps=7", "meta.settings.task_augment.mixup=false"])
+    assert p.finetune.steps == 7 and p.meta.settings.task_augment.mixup is False
     text = f.read_text()
     assert "steps: 7" in text and "meta: the Reptile meta-initialisation" in text
     assert load_params(f).finetune.steps == 7
@@ -95,7 +100,7 @@ def test_bad_overrides_fail_and_leave_file_untouched(tmp_path, bad):
 
 def test_subset_reads_dotted_keys():
     p = load_params(ROOT / "params.yaml")
-    assert subset(p, ["seed", "finetune.lr"]) == {"seed": p.seed, "finetune.lr": 1e-3}
+    assert subset(p, ["data.seed", "finetune.settings.lr"]) == {"data.seed": p.data.seed, "finetune.settings.lr": 1e-3}
 
 
 def test_paper_profile_applies_and_validates(tmp_path):
@@ -105,8 +110,9 @@ def test_paper_profile_applies_and_validates(tmp_path):
     f.write_text((ROOT / "params.yaml").read_text())
     p = apply_overrides(f, profile_overrides(ROOT / "profiles" / "paper.yaml"))
     assert p.model.encoder == "convnext_base" and (p.data.height, p.data.width) == (256, 320)
-    assert p.meta.inner_lr == 1e-3 and p.meta.outer_lr == 0.1 and p.finetune.lr == 5e-4  # kept from the paper
-    assert p.runtime.device == "cuda"
+    meta = p.meta.settings
+    assert meta.inner_lr == 1e-3 and meta.outer_lr == 0.1 and p.finetune.settings.lr == 5e-4  # kept from the paper
+    assert p.runtime.host.device == "cuda"
 
 
 def test_per_dataset_protocol_overrides_only_that_dataset():
@@ -180,10 +186,13 @@ def test_yaml_syntax_error_gives_file_line_and_column(tmp_path, monkeypatch, tex
 RENAMED = [
     ((), "runtime", "runtimes", "runtimes: unknown key; did you mean runtime?"),
     (("finetune",), "steps", "step", "finetune.step: unknown key; did you mean finetune.steps?"),
-    (("meta", "task_augment"), "mixup", "mix_up", "meta.task_augment.mix_up: unknown key; did you mean "
-                                                  "meta.task_augment.mixup?"),
-    (("runtime",), "num_workers", "workers", "runtime.workers: unknown key; did you mean runtime.num_workers?"),
-    (("finetune",), "lr", "learning_rate_zz", "finetune.learning_rate_zz: unknown key; valid here: inits, steps"),
+    (("meta", "settings", "task_augment"), "mixup", "mix_up",
+     "meta.settings.task_augment.mix_up: unknown key; did you mean "
+                                                  "meta.settings.task_augment.mixup?"),
+    (("runtime", "host"), "num_workers", "workers",
+     "runtime.host.workers: unknown key; did you mean runtime.host.num_workers?"),
+    (("finetune", "settings"), "lr", "learning_rate_zz",
+     "finetune.settings.learning_rate_zz: unknown key; valid here: lr, lr_min, weight_decay"),
 ]
 
 
@@ -229,9 +238,9 @@ OVERRIDES = {  # override -> the params.yaml key line it may change (every other
     "finetune.steps=7": "  steps: 800",
     "seeds=[0, 1]": "seeds: [0, 1, 2]",
     "init.pretrained_path=weights/enc.pth": "  pretrained_path: null",
-    "runtime.compile_mode=max-autotune": "  compile_mode: default",
-    "meta.task_augment={mixup: false, mixup_alpha: 0.4, channel_shuffle: true, shuffle_fraction: 0.5}":
-        "    mixup: true",  # a block mapping replaced by a flow one: its first line, and its other lines go
+    "runtime.numerics.compile_mode=max-autotune": "    compile_mode: default",
+    "meta.settings.task_augment={mixup: false, mixup_alpha: 0.4, channel_shuffle: true, shuffle_fraction: 0.5}":
+        "      mixup: true",  # a block mapping replaced by a flow one: its first line, and its other lines go
     "evaluate.per_dataset={office: {crop: eigen}}": "  per_dataset: {}",
     "model.encoder=convnext_pico": "  encoder: resnet10t",
 }
@@ -245,13 +254,13 @@ def test_overrides_change_only_the_lines_of_the_values_they_name(tmp_path):
     f.write_text(before)
     p = apply_overrides(f, list(OVERRIDES))
     assert p.finetune.steps == 7 and p.seeds == [0, 1] and p.init.pretrained_path == "weights/enc.pth"
-    assert p.meta.task_augment.shuffle_fraction == 0.5 and p.evaluate.protocol("office").crop == "eigen"
+    assert p.meta.settings.task_augment.shuffle_fraction == 0.5 and p.evaluate.protocol("office").crop == "eigen"
     assert load_params(f) == p
     old, new = before.splitlines(keepends=True), f.read_text().splitlines(keepends=True)
     changed = [line.rstrip("\n") for tag, i1, i2, _, _ in difflib.SequenceMatcher(None, old, new, autojunk=False)
                .get_opcodes() if tag != "equal" for line in old[i1:i2]]
     allowed = {line.split("#")[0].rstrip() for line in OVERRIDES.values()}
-    allowed |= {"    mixup_alpha: 0.4", "    channel_shuffle: true", "    shuffle_fraction: 0.25"}
+    allowed |= {"      mixup_alpha: 0.4", "      channel_shuffle: true", "      shuffle_fraction: 0.25"}
     assert {line.split("#")[0].rstrip() for line in changed} == allowed
     text = f.read_text()
     assert text.count(": null") == before.count(": null") - 1  # untouched nulls stay `null`, never a blank

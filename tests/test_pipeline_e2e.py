@@ -14,7 +14,7 @@ from tiny_project import copy_project, sh, tiny_params
 
 pytestmark = pytest.mark.slow
 
-# tiny project: 2 domains, finetune.inits = [scratch, meta, sup], one evaluate stage -> 10 stages
+# tiny project: 2 domains, finetune.starts = [scratch, meta, sup], one evaluate stage -> 10 stages
 FT_AND_AFTER = {"finetune@scratch-0", "finetune@meta-0", "finetune@sup-0", "evaluate", "report"}
 
 
@@ -49,16 +49,16 @@ def test_dvc_repro_runs_the_pipeline(reproduced):
 def test_prefect_run_hits_the_cache_dvc_filled(tiny):
     r = sh(tiny, "metadepth", "run")  # nothing changed: it asks DVC and starts nothing
     assert r.stdout.startswith("up to date: dvc status finds all 10 stages unchanged")
-    r = sh(tiny, "metadepth", "run", "-S", "finetune.log_every=1")  # a no-op override runs the Prefect flow
+    r = sh(tiny, "metadepth", "run", "-S", "finetune.settings.log_every=1")  # a no-op override runs the Prefect flow
     assert ran(r.stdout) == set() and "cache hits: 10" in r.stdout
 
 
 def test_finetune_param_change_reruns_only_dependents(tiny):
-    tiny_params(tiny / "params.yaml", finetune={"steps": 2, "batch_size": 4, "log_every": 1})
+    tiny_params(tiny / "params.yaml", finetune={"steps": 2, "batch_size": 4, "settings": {"log_every": 1}})
     # DVC sees exactly the fine-tuning stages changed (prepare, init, meta_init untouched) ...
     assert changed_stages(tiny) == {"finetune@scratch-0", "finetune@meta-0", "finetune@sup-0"}
     # ... and the pipeline re-runs them and what follows, nothing else (-S with an unchanged value is a no-op)
-    r = sh(tiny, "metadepth", "run", "-S", "finetune.log_every=1")
+    r = sh(tiny, "metadepth", "run", "-S", "finetune.settings.log_every=1")
     assert ran(r.stdout) == FT_AND_AFTER
     assert changed_stages(tiny) == set()  # outputs committed to DVC: `dvc repro` has nothing to do
     assert "Data and pipelines are up to date." in sh(tiny, "dvc", "repro").stdout
@@ -98,9 +98,9 @@ def test_compare_shows_differing_params(tiny):
 
 
 def test_user_error_is_one_line(tiny):
-    r = sh(tiny, "metadepth", "run", "-S", "meta.inner_steps=0", ok=False)
+    r = sh(tiny, "metadepth", "run", "-S", "meta.settings.inner_steps=0", ok=False)
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "meta.inner_steps" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "meta.settings.inner_steps" in r.stderr
 
 
 CLIENT = """

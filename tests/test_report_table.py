@@ -25,8 +25,7 @@ def project(tmp_path):
     def make(seeds=(0, 1), domains=("loft", "studio"), models=MODELS):
         (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
         tiny_params(tmp_path / "params.yaml", seeds=list(seeds),
-                    data={"domains": list(domains), "height": 32, "width": 48, "train_size": 16, "val_size": 4,
-                          "test_size": 4, "render_batch": 16},
+                    domains=list(domains),
                     evaluate={"batch_size": 4, "models": MODELS})
         params = load_params(tmp_path / "params.yaml")
         # models such as sup / ft_sup come from stages this test does not run: set them past the stage checks

@@ -32,9 +32,10 @@ run_finetune(params, root, "scratch") if sys.argv[1] == "finetune" else run_meta
 @pytest.fixture
 def make_project(tiny_project):
     """A project at `root` with prepared data and the scratch start, STEPS steps per training stage."""
-    return lambda root: tiny_project(dest=root, meta={"steps": STEPS, "batch_size": 4, "log_every": 1},
-                                     finetune={"steps": STEPS, "batch_size": 4, "log_every": 1},
-                                     runtime={"num_threads": 1, "resume_every": 3})
+    return lambda root: tiny_project(
+        dest=root, meta={"settings": {"steps": STEPS, "batch_size": 4, "log_every": 1}},
+        finetune={"steps": STEPS, "batch_size": 4, "settings": {"log_every": 1}},
+        runtime={"host": {"num_threads": 1, "resume_every": 3}})
 
 
 def start(stage: str, root: Path) -> subprocess.Popen:
@@ -85,7 +86,7 @@ def test_resume_file_from_other_inputs_is_ignored(make_project, tmp_path):
     params = load_params(root / "params.yaml")
     stale = root / "data" / "checkpoints" / "seed0" / "ft_scratch.resume.pt"
     torch.save({"key": "other", "step": 5}, stale)
-    tiny_params(root / "params.yaml", finetune={"steps": 2, "batch_size": 4, "log_every": 1})
+    tiny_params(root / "params.yaml", finetune={"steps": 2, "batch_size": 4, "settings": {"log_every": 1}})
     run_finetune(load_params(root / "params.yaml"), root, "scratch")
     assert load_checkpoint(root / "data" / "checkpoints" / "seed0" / "ft_scratch.pt")["step"] == 2
     assert not stale.exists() and params.finetune.steps == STEPS

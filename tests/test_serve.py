@@ -21,10 +21,11 @@ def served(tmp_path_factory):
 
 def changed(params: Params, **sections: dict) -> Params:
     """`params` with some fields changed, as the validated form gives them (the schema is frozen)."""
-    raw = params.model_dump(mode="json")
-    for section, values in sections.items():
-        raw[section] = {**raw[section], **values}
-    return Params.model_validate(raw)
+    def merge(node: dict, values: dict) -> dict:
+        return {**node, **{k: merge(node[k], v) if isinstance(v, dict) and isinstance(node.get(k), dict) else v
+                           for k, v in values.items()}}
+
+    return Params.model_validate(merge(params.model_dump(mode="json"), sections))
 
 
 def schema(deployment) -> dict:
@@ -42,9 +43,9 @@ def test_run_names_come_from_the_stage_arguments():
 def test_stage_deployments_take_typed_parameters(served):
     params = load_params(ROOT / "params.yaml")
     finetune = schema(served["stage-finetune"])
-    assert finetune["start"]["enum"] == params.finetune.inits and finetune["start"]["type"] == "string"
+    assert finetune["start"]["enum"] == params.finetune.starts and finetune["start"]["type"] == "string"
     assert finetune["seed"]["type"] == "integer" and finetune["seed"]["default"] == params.seeds[0]
-    assert schema(served["stage-prepare"])["dataset"]["enum"] == params.data.domains
+    assert schema(served["stage-prepare"])["dataset"]["enum"] == params.domains
     assert "args" not in finetune and schema(served["stage-report"]) == {}
     description = served["stage-finetune"].description
     assert "params.yaml is not changed" in description and "dvc.lock is not updated" in description
@@ -60,8 +61,8 @@ def test_the_pipeline_form_is_prefilled_from_params_yaml(served):
 def test_only_the_fields_changed_in_the_form_become_overrides():
     base = load_params(ROOT / "params.yaml")
     assert params_to_overrides(base, base) == []
-    wanted = changed(base, finetune={"steps": 7}, data={"domains": ["loft", "studio"]})
-    assert params_to_overrides(base, wanted) == ['data.domains=["loft", "studio"]', "finetune.steps=7"]
+    wanted = changed(base, finetune={"steps": 7}, domains=["loft", "studio"])
+    assert params_to_overrides(base, wanted) == ['domains=["loft", "studio"]', "finetune.steps=7"]
 
 
 def test_a_ui_run_leaves_untouched_fields_as_params_yaml_has_them_now(monkeypatch):
@@ -73,11 +74,11 @@ def test_a_ui_run_leaves_untouched_fields_as_params_yaml_has_them_now(monkeypatc
     got = []
     monkeypatch.setattr(flows.pipeline.pipeline, "fn", lambda root, overrides, commit: got.append(overrides))
     base = load_params(ROOT / "params.yaml")
-    wanted = changed(base, meta={"steps": 5})
+    wanted = changed(base, meta={"settings": {"steps": 5}})
     ui = pipeline_flow(ROOT, base, 2)
     ui.fn(params=wanted, overrides=["evaluate.batch_size=2"])
     ui.fn(params=base)
-    assert got == [["meta.steps=5", "evaluate.batch_size=2"], None]
+    assert got == [["meta.settings.steps=5", "evaluate.batch_size=2"], None]
 
 
 def test_served_entrypoints_import_back_as_the_same_flows(served, monkeypatch):

@@ -134,7 +134,8 @@ from tasks.preprocess.shards import ShardDataset
 @flow
 def stage():  # what every stage is: a Prefect flow in this process
     params = load_params(sys.argv[2])
-    params = params.model_copy(update={"runtime": params.runtime.model_copy(update={"num_workers": 2})})
+    params = params.model_copy(update={"runtime": params.runtime.model_copy(update={
+        "host": params.runtime.host.model_copy(update={"num_workers": 2})})})
     options = Runtime.from_params(params.runtime).loader_kwargs
     batches = batches_at(ShardDataset(sys.argv[1]), 3, 0, itertools.count(), **options)  # meta_init, finetune
     sizes = [next(batches)["depth"].shape[0] for _ in range(8)]

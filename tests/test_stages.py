@@ -62,7 +62,7 @@ def test_checkpoint_contract_and_shared_initialisation(project):
     for c in (meta, ft_s, ft_m):
         assert c["model_params"] == init["model_params"]
         assert len(c["data_hash"]) == 64
-    assert meta["step"] == params.meta.steps and ft_s["step"] == params.finetune.steps
+    assert meta["step"] == params.meta.settings.steps and ft_s["step"] == params.finetune.steps
     # meta-learning moved the weights away from the shared random init; both fine-tunes moved theirs
     key = next(k for k in init["model"] if k.endswith("weight"))
     assert not torch.equal(init["model"][key], meta["model"][key])
@@ -74,7 +74,7 @@ def test_checkpoint_contract_and_shared_initialisation(project):
 def test_metrics_files(project):
     root, params = project
     for m in params.evaluate.models:
-        for d in params.data.domains:
+        for d in params.domains:
             r = json.loads((root / "data" / "metrics" / "seed0" / f"{m}__{d}.json").read_text())
             assert r["schema_version"] == 2 and (r["model"], r["dataset"], r["seed"]) == (m, d, 0)
             assert r["n_images"] == params.data.test_size
@@ -120,14 +120,14 @@ def test_missing_input_is_a_clear_error(tmp_path):
     params = load_params(ROOT / "params.yaml")
     with pytest.raises(MetadepthError, match="scratch.pt: checkpoint not found"):
         run_meta_init(params, tmp_path)
-    with pytest.raises(MetadepthError, match="not in data.domains"):
+    with pytest.raises(MetadepthError, match="not in domains"):
         prepare(params, tmp_path, "mars")
 
 
 def test_meta_variant_is_an_ablation_with_its_own_settings(project, tmp_path):
     """A meta.variants entry runs Reptile with its overrides and writes its own checkpoint and curve."""
     root, _ = project
-    tiny_params(root / "params.yaml", meta={"steps": 2, "batch_size": 4, "log_every": 1, "variants": {
+    tiny_params(root / "params.yaml", meta={"settings": {"steps": 2, "batch_size": 4, "log_every": 1}, "variants": {
         "meta": {}, "meta_l1_no_task_aug": {"inner_steps": 1, "task_augment": {"mixup": False,
                                                                               "channel_shuffle": False}}}})
     params = load_params(root / "params.yaml")
@@ -145,15 +145,16 @@ def test_ablation_is_a_report_row(project):
     root, _ = project
     variants = {"meta": {}, "meta_l1_no_task_aug": {"inner_steps": 1, "task_augment": {
         "mixup": False, "channel_shuffle": False}}}
-    tiny_params(root / "params.yaml", meta={"steps": 2, "batch_size": 4, "log_every": 1, "variants": variants},
-                finetune={"steps": 2, "batch_size": 4, "log_every": 1, "inits": [
+    tiny_params(root / "params.yaml", meta={"settings": {"steps": 2, "batch_size": 4, "log_every": 1},
+                                            "variants": variants},
+                finetune={"steps": 2, "batch_size": 4, "settings": {"log_every": 1}, "starts": [
                     "scratch", "meta", "meta_l1_no_task_aug"]},
                 evaluate={"batch_size": 4, "models": ["ft_scratch", "ft_meta", "ft_meta_l1_no_task_aug"]})
     params = load_params(root / "params.yaml")
     if not (root / "data/checkpoints/seed0/meta_l1_no_task_aug.pt").exists():
         run_meta_init(params, root, "meta_l1_no_task_aug")
     run_finetune(params, root, "meta_l1_no_task_aug")
-    for d in params.data.domains:
+    for d in params.domains:
         run_evaluate(params, root, "ft_meta_l1_no_task_aug", d)
     out = run_report(params, root)
     rows = {r["model"] for r in out["table_rows"] if r["protocol"] == "metric"} - {"scratch", "constant"}
@@ -198,11 +199,16 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(bad)
 
 
-def test_prepare_params_match_dvc_yaml():
-    """The shard's params hash and DVC's prepare stage must see the same keys, or caches disagree."""
+def test_stage_params_match_dvc_yaml():
+    """Each dvc.yaml stage's params are its registry entry's (plus, for meta_init, the variant's own overrides):
+    DVC's hash, the Prefect cache key, the shard's params hash and the resume key then see the same sections."""
     import yaml
 
-    from tasks.preprocess.prepare import PREPARE_PARAMS
+    from tasks.stages import STAGES
 
-    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["prepare"]["do"]
-    assert stage["params"] == PREPARE_PARAMS
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for kind, stage in STAGES.items():
+        listed = (stages[kind].get("do") or stages[kind])["params"]
+        extra = ["meta.variants.${item.variant}"] if kind == "meta_init" else []
+        assert sorted(listed) == sorted([*stage.params, *extra]), kind
+        assert len(listed) <= 11, kind  # whole sections, not key by key

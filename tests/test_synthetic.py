@@ -203,9 +203,10 @@ def test_train_scenes_limits_the_train_split_of_prepared_data(tmp_path) -> None:
     base = load_params("params.yaml")
     manifests = {}
     for scenes in (None, 2):
-        data = base.data.model_copy(update={"domains": ["studio"], "train_domain": "studio", "height": H, "width": W,
-                                            "train_size": 30, "val_size": 12, "test_size": 12, "train_scenes": scenes})
-        prepare(base.model_copy(update={"data": data}), tmp_path / str(scenes), "studio")
+        data = base.data.model_copy(update={"height": H, "width": W, "train_size": 30, "val_size": 12, "test_size": 12,
+                                            "train_scenes": scenes})
+        prepare(base.model_copy(update={"domains": ["studio"], "train_domain": "studio", "data": data}),
+                tmp_path / str(scenes), "studio")
         manifests[scenes] = pd.read_csv(tmp_path / str(scenes) / "data" / "prepared" / "studio" / "manifest.csv")
     limited, full = (m.groupby("split")["scene"].nunique() for m in (manifests[2], manifests[None]))
     assert limited["train"] == 2 and full["train"] == 5  # 30 frames, 6 per studio room
@@ -218,14 +219,16 @@ def test_train_scenes_limits_the_train_split_of_prepared_data(tmp_path) -> None:
 @pytest.mark.parametrize(("data", "message"), [
     ({"train_scenes": 0}, "data.train_scenes: Input should be greater than or equal to 1"),
     ({"train_scenes": -3}, "data.train_scenes: Input should be greater than or equal to 1"),
-    ({"train_scenes": 2, "domains": ["va", "loft"], "train_domain": "va",
-      "sources": {"va": {"format": "va", "path": "va"}}}, "train_scenes applies to synthetic domains only"),
+    ({"train_scenes": 2, "sources": {"va": {"format": "va", "path": "va"}}, "top": {"domains": ["va", "loft"],
+                                                                                "train_domain": "va"}},
+     "train_scenes applies to synthetic domains only"),
 ])
 def test_train_scenes_is_validated_with_its_key(data: dict, message: str) -> None:
     from tasks.io import MetadepthError
     from tasks.params import load_params, validate
 
     raw = load_params("params.yaml").model_dump(mode="json")
+    raw.update(data.pop("top", {}))
     raw["data"].update(data)
     with pytest.raises(MetadepthError, match=message):
         validate(raw)

@@ -76,10 +76,10 @@ def prepared_digest() -> str:
 
     params = load_params(ROOT / "params.yaml")
     data = params.data.model_copy(update={
-        "domains": ["studio"], "height": 32, "width": 48, "train_size": 6, "val_size": 2, "test_size": 3,
-        "min_depth": 0.5, "max_depth": 6.0, "chunk_frames": 1, "compression": "none", "render_batch": 4,
-        "sources": {}})
-    params = params.model_copy(update={"seed": 0, "data": data})
+        "seed": 0, "height": 32, "width": 48, "train_size": 6, "val_size": 2, "test_size": 3,
+        "min_depth": 0.5, "max_depth": 6.0, "chunk_frames": 1, "compression": "none", "sources": {}})
+    runtime = params.runtime.model_copy(update={"host": params.runtime.host.model_copy(update={"render_batch": 4})})
+    params = params.model_copy(update={"domains": ["studio"], "data": data, "runtime": runtime})
     h = hashlib.sha256()
     with tempfile.TemporaryDirectory() as tmp:
         prepare(params, Path(tmp), "studio")

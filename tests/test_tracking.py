@@ -95,11 +95,11 @@ def test_queued_experiment_copy_runs_here_but_records_in_the_parent(tmp_path, mo
 
 
 def test_runs_carry_their_identity_and_mlflow_source_tags(mlflow_uri):
-    """model/dataset/seed/init as tags (filters, grouping) and params (charts); MLflow's own source fields filled."""
+    """model/dataset/seed/start as tags (filters, grouping) and params (charts); MLflow's own source fields filled."""
     from mlflow.tracking import MlflowClient
 
     who = tracking.identity({"START": "meta", "SEED": "0"}, dataset="loft")
-    assert who == {"init": "meta", "model": "ft_meta", "seed": "0", "dataset": "loft"}
+    assert who == {"start": "meta", "model": "ft_meta", "seed": "0", "dataset": "loft"}
     assert tracking.identity({"VARIANT": "meta_L8", "SEED": "1"}) == {"model": "meta_L8", "seed": "1"}
     assert tracking.identity({"DATASET": "studio"}) == {"dataset": "studio"}
     run = tracking.Run(ROOT, "finetune@meta-0", params={"model": {"encoder": "x"}}, identity=who,
@@ -130,7 +130,7 @@ def test_one_nested_run_per_evaluation_record(mlflow_uri):
     client = MlflowClient(mlflow_uri)
     first, second = (client.get_run(i) for i in ids)
     assert first.data.tags["mlflow.parentRunId"] == parent.id and first.info.status == "FINISHED"
-    for key, want in {"model": "ft_meta", "dataset": "studio", "seed": "0", "init": "meta"}.items():
+    for key, want in {"model": "ft_meta", "dataset": "studio", "seed": "0", "start": "meta"}.items():
         assert first.data.tags[key] == want and first.data.params[key] == want
     assert first.data.metrics == {"metric.rmse": 1.5, "metric.abs_rel": 0.1, "metric.n_valid_pixels": 100,
                                   "median.rmse": 0.75, "median.n_valid_pixels": 100}

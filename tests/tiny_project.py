@@ -20,30 +20,42 @@ COPY = ["flows", "tasks", "models", "profiles", "data/raw", "dvc.yaml", "params.
 
 TINY = {
     "seeds": [0],
-    "data": {"domains": ["loft", "studio"], "height": 32, "width": 48, "train_size": 16, "val_size": 4,
-             "test_size": 4, "render_batch": 16},
+    "domains": ["loft", "studio"],
+    "data": {"height": 32, "width": 48, "train_size": 16, "val_size": 4, "test_size": 4},
     "model": {"encoder": "test_convnext"},
-    "meta": {"steps": 2, "batch_size": 4, "log_every": 1},
-    "finetune": {"steps": 3, "batch_size": 4, "log_every": 1},
+    "meta": {"settings": {"steps": 2, "batch_size": 4, "log_every": 1}},
+    "finetune": {"steps": 3, "batch_size": 4, "settings": {"log_every": 1}},
     "evaluate": {"batch_size": 4, "models": ["ft_scratch", "ft_meta"]},
     "report": {"qualitative_samples": 1},
+    "runtime": {"host": {"render_batch": 16}},
 }
+GROUPS = {"settings", "numerics", "host"}  # sub-sections an override merges into; other dict values replace
+
+
+def _merge(raw: dict, values: dict) -> None:
+    for key, value in values.items():
+        if key in GROUPS and isinstance(value, dict):
+            _merge(raw[key], value)
+        else:
+            raw[key] = value
 
 
 def tiny_params(path: Path, **overrides: dict) -> None:
     yaml = YAML()
     raw = yaml.load(path.read_text())
-    for section, values in {**TINY, **overrides}.items():
-        if isinstance(values, dict):
-            raw[section].update(values)
-        else:
-            raw[section] = values
+    for values in (TINY, overrides):
+        for section, value in values.items():
+            if isinstance(value, dict):
+                _merge(raw[section], value)
+            else:
+                raw[section] = value
     with open(path, "w") as f:
         yaml.dump(raw, f)
 
 
 def write_params(root: Path, **overrides: dict):
-    """root/params.yaml = the project's params.yaml, shrunk to TINY, then `overrides` (section -> values)."""
+    """root/params.yaml = the project's params.yaml, shrunk to TINY, then `overrides` (section -> values; the
+    sub-sections settings, numerics and host merge key by key, so meta={"settings": {"steps": 5}} keeps the rest)."""
     from tasks.params import load_params
 
     root.mkdir(parents=True, exist_ok=True)
@@ -95,11 +107,11 @@ def stage_commands(params, upto: str = "report") -> list[tuple[str, ...]]:
     """Every `metadepth stage` command of the DAG in an order that respects it, up to and including `upto`."""
     seeds = [str(s) for s in params.seeds]
     commands = {
-        "prepare": [("prepare", d) for d in params.data.domains],
+        "prepare": [("prepare", d) for d in params.domains],
         "init": [("init", k, s) for s in seeds for k in params.init.kinds],
         "meta_init": [("meta_init", v, s) for s in seeds for v in params.meta.variants],
         "supervised": [("supervised", s) for s in seeds],
-        "finetune": [("finetune", i, s) for s in seeds for i in params.finetune.inits],
+        "finetune": [("finetune", i, s) for s in seeds for i in params.finetune.starts],
         "evaluate": [("evaluate",)],
         "report": [("report",)],
     }
@@ -120,7 +132,7 @@ def run_stages(params, root: Path, upto: str = "report", start: str = "prepare")
 @contextlib.contextmanager
 def one_thread():
     """Tiny nets on a small shared CPU: intra-op threads mostly add contention (erratic 10x slowdowns). Restores the
-    thread count after, also when a stage set its own (runtime.num_threads)."""
+    thread count after, also when a stage set its own (runtime.host.num_threads)."""
     import torch
 
     threads = torch.get_num_threads()
@@ -133,7 +145,7 @@ def one_thread():
 
 # The params sections a stage's outputs depend on (coarser than dvc.yaml's keys, so never too few). A copied output
 # is the one the stage would have written: the stages are deterministic on CPU (test_stages checks it).
-READS = {"prepare": {"seed", "data"}, "init": {"seed", "seeds", "model", "init"}}
+READS = {"prepare": {"data", "domains"}, "init": {"seeds", "model", "init"}}
 
 
 class Templates:

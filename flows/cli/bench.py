@@ -25,7 +25,7 @@ def bench(
     out: Annotated[Path | None, typer.Option("--out", help="where to write the JSON report "
                                                            "(default: reports/bench.json)")] = None,
     threads: Annotated[int, typer.Option(min=0, help="torch intra-op threads for every section; 1 keeps timings "
-                                                     "stable on a small shared CPU; 0: runtime.num_threads of "
+                                                     "stable on a small shared CPU; 0: runtime.host.num_threads of "
                                                      "params.yaml (torch's default if that is 0)")] = 1,
     only: Annotated[str | None, typer.Option(help="comma-separated sections: reptile, loader, shard_format, "
                                                   "generation, inference, orchestration, threads, compile")] = None,

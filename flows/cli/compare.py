@@ -26,7 +26,7 @@ def compare(
     tag: Annotated[list[str] | None, typer.Option(help="only runs with tag KEY=VALUE (repeatable), e.g. "
                                                   "runner=dvc or git_commit=SHA")] = None,
     param: Annotated[list[str] | None, typer.Option(help="only runs with logged param KEY=VALUE (repeatable), "
-                                                    "e.g. meta.inner_steps=8")] = None,
+                                                    "e.g. meta.settings.inner_steps=8")] = None,
     fmt: Annotated[OutputFormat, typer.Option("--format", help="markdown: runs as columns; csv: one row per run")
                    ] = OutputFormat.markdown,
     out: Annotated[Path | None, typer.Option(help="write to this file (atomically) instead of stdout")] = None,

@@ -19,12 +19,7 @@ from tasks.param_values import params_hash, subset
 from tasks.params import Params
 from tasks.preprocess import synthetic
 from tasks.preprocess.shards import SPLITS, write_manifest, write_split
-
-# What a prepared shard depends on; dvc.yaml's prepare stage lists the same keys (not data.train_domain: choosing
-# another training domain must not re-prepare every dataset; not data.render_batch: output is batch-independent).
-PREPARE_PARAMS = ["seed", "data.height", "data.width", "data.train_size", "data.train_scenes", "data.val_size",
-                  "data.test_size", "data.min_depth", "data.max_depth", "data.chunk_frames", "data.compression",
-                  "data.sources"]
+from tasks.stages import STAGES
 
 
 def split_seed(seed: int, split: str) -> int:
@@ -43,8 +38,8 @@ def _with_ids(batches: Iterator[dict[str, Any]], prefix: str) -> Iterator[dict[s
 
 
 def prepare(params: Params, root: Path, dataset: str) -> dict[str, Any]:
-    if dataset not in params.data.domains:
-        raise MetadepthError(f"dataset {dataset!r} is not in data.domains {params.data.domains}")
+    if dataset not in params.domains:
+        raise MetadepthError(f"dataset {dataset!r} is not in domains {params.domains}")
     if dataset in params.data.sources:  # a real dataset under data/raw/, read by its configured reader
         from tasks.preprocess.ingest import prepare_source
 
@@ -55,8 +50,7 @@ def prepare(params: Params, root: Path, dataset: str) -> dict[str, Any]:
     d = params.data
     sizes = {"train": d.train_size, "val": d.val_size, "test": d.test_size}
     attrs = {"dataset": dataset, "source_format": "synthetic",
-             # unset optional keys (null) leave the hash, and so the shards, as they were before the key existed
-             "params_hash": params_hash({k: v for k, v in subset(params, PREPARE_PARAMS).items() if v is not None})}
+             "params_hash": params_hash(subset(params, STAGES["prepare"].params))}  # what the shards depend on
     out_dir = root / "data" / "prepared" / dataset
     rows: list[dict[str, Any]] = []
     with atomic_write(out_dir) as tmp, Progress(transient=True) as bar:
@@ -64,8 +58,8 @@ def prepare(params: Params, root: Path, dataset: str) -> dict[str, Any]:
         job = bar.add_task(f"prepare {dataset}", total=sum(sizes.values()))
         for split in SPLITS:
             scenes = d.train_scenes if split == "train" else None
-            batches = synthetic.generate(dataset, sizes[split], split_seed(params.seed, split), d.height, d.width,
-                                         batch_size=d.render_batch, scenes=scenes)
+            batches = synthetic.generate(dataset, sizes[split], split_seed(params.data.seed, split), d.height, d.width,
+                                         batch_size=params.runtime.host.render_batch, scenes=scenes)
             batches = _with_ids(batches, f"{dataset}/{split}")
             rows += write_split(tmp / f"{split}.h5", batches, sizes[split], attrs, split=split,
                                 chunk_frames=d.chunk_frames, compression=d.compression, min_depth=d.min_depth,

@@ -84,7 +84,7 @@ def evaluate_claims(table: Table, config: dict[str, ClaimParams]) -> list[Claim]
             rows = {m: pt.row(m) for m in (c.model, c.baseline)}
             missing = [m for m, row in rows.items() if row is None]
             reason = (f"{' and '.join(missing)} not evaluated; add to evaluate.models" if missing
-                      else "" if table.held_out else "no held-out domain (data.domains has only data.train_domain)")
+                      else "" if table.held_out else "no held-out domain (domains has only train_domain)")
             if reason:
                 out.append(Claim(name, c.model, c.baseline, protocol, None, "not run", reason))
                 continue

@@ -15,7 +15,7 @@ COLUMNS = ["model", "seed", "step", "series", "value"]
 
 def curve_names(params: Params) -> list[str]:
     """The training stages' curve files: meta variants, direct supervised learning (when run), the fine-tunings."""
-    return [*params.meta.variants, "sup", *(f"ft_{start}" for start in params.finetune.inits)]
+    return [*params.meta.variants, "sup", *(f"ft_{start}" for start in params.finetune.starts)]
 
 
 def load_curves(params: Params, root: Path) -> pd.DataFrame:

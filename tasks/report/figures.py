@@ -112,7 +112,7 @@ def qualitative_png(params: Params, root: Path, models: list[str]) -> bytes:
     nets = {m: model_from_checkpoint(layout.checkpoint(m))[0].eval() for m in models}
     k = params.report.qualitative_samples
     rows = []
-    for ds in params.data.domains:
+    for ds in params.domains:
         with ShardDataset(shard_path(layout.prepared / ds, "test")) as data:
             idx = np.linspace(0, len(data) - 1, min(k, len(data))).round().astype(int)
             rgb = torch.stack([data[int(i)]["rgb"] for i in idx])

@@ -62,7 +62,7 @@ def not_run(params: Params) -> list[str]:
     lines = []
     if "pretrained" not in params.init.kinds:
         lines.append("pretrained-initialisation baseline: not run (set `init.pretrained_path` to a local encoder "
-                     "weights file, add `pretrained` to `init.kinds` and to `finetune.inits`).")
+                     "weights file, add `pretrained` to `init.kinds` and to `finetune.starts`).")
     if not [v for v in params.meta.variants if v != "meta"]:
         lines.append("ablations: none enabled (add entries to `meta.variants`, see params.yaml).")
     return lines
@@ -73,9 +73,11 @@ def context(params: Params, table: Table, claims: list[Claim]) -> dict[str, Any]
     by_name: dict[str, list[Claim]] = {}
     for c in claims:
         by_name.setdefault(c.name, []).append(c)
-    setup = (f"Encoder `{params.model.encoder}`, {params.data.height}x{params.data.width}, data seed {params.seed}, "
+    meta = params.meta.settings
+    setup = (f"Encoder `{params.model.encoder}`, {params.data.height}x{params.data.width}, "
+             f"data seed {params.data.seed}, "
              f"training seeds {params.seeds}, meta variants {', '.join(params.meta.variants)} "
-             f"({params.meta.steps} outer steps, L={params.meta.inner_steps}), fine-tuning {params.finetune.steps} "
+             f"({meta.steps} outer steps, L={meta.inner_steps}), fine-tuning {params.finetune.steps} "
              "steps.")
     return {"t": table, "claims": by_name, "setup": setup, "not_run": not_run(params), "ZERO_SHOT": ZERO_SHOT,
             "label": label, "pct": pct, "tone": tone, "tint": tint, "protocol_value": protocol_value,

@@ -1,7 +1,7 @@
 """The report's one table model, computed once from the metrics files; every renderer only formats it.
 
 Per protocol (the keys of each metrics file's `protocols`, `metric` first): rows are models, columns are the domains
-plus the zero-shot mean (mean over the held-out domains, every domain but data.train_domain), and each cell holds
+plus the zero-shot mean (mean over the held-out domains, every domain but train_domain), and each cell holds
 every metric's mean and 95% interval over seeds, the per-seed RMSE, and the relative RMSE change against
 report.baseline (stats.relative_change, paired by seed).
 """
@@ -120,7 +120,7 @@ def load_metrics(params: Params, root: Path) -> Runs:
     models = list(params.evaluate.models) + [m for m in SANITY if m not in params.evaluate.models]
     for model in models:
         files = [Layout(root, seed).metrics_file(model, dataset)
-                 for dataset in params.data.domains for seed in params.seeds]
+                 for dataset in params.domains for seed in params.seeds]
         missing = [f for f in files if not f.is_file()]
         if missing and model not in params.evaluate.models:
             continue
@@ -182,8 +182,8 @@ def _seed_metrics(runs: Runs, model: str, protocol: str, columns: list[str], hel
 
 def build_table(params: Params, runs: Runs) -> Table:
     base = params.report.baseline
-    domains = list(params.data.domains)
-    held_out = [d for d in domains if d != params.data.train_domain]
+    domains = list(params.domains)
+    held_out = [d for d in domains if d != params.train_domain]
     columns = domains + ([ZERO_SHOT] if held_out else [])
     order = [m for m in runs if m not in SANITY] + [m for m in runs if m in SANITY]
     tables = {}
@@ -196,4 +196,4 @@ def build_table(params: Params, runs: Runs) -> Table:
         protocol, differing = merged_protocol(runs, base, name)
         n_images = {d: runs[base][d][0]["n_images"] for d in domains}
         tables[name] = ProtocolTable(name, protocol, differing, n_images, rows)
-    return Table(params.data.train_domain, base, domains, held_out, list(params.seeds), tables)
+    return Table(params.train_domain, base, domains, held_out, list(params.seeds), tables)
