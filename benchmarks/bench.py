@@ -16,9 +16,11 @@ shared machine a number is only as good as the load it was measured under.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 import traceback
@@ -228,3 +230,45 @@ def print_table(report: dict[str, Any], console: Any = None) -> None:
         table.add_section()
     console.print(table)
     console.print(f"written: {report['path']} ({report['seconds']} s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.bench`, the program `metadepth bench` starts: the bench sits above the flows it
+    measures, so the CLI runs it as its own process instead of importing it. Errors are one line on stderr."""
+    ap = argparse.ArgumentParser(prog="metadepth bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--root", type=Path, default=Path.cwd(), help="the project (its params.yaml)")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes through the same code")
+    ap.add_argument("--out", type=Path, help="the JSON report (default: reports/bench.json)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads; 0: runtime.host.num_threads")
+    ap.add_argument("--only", help="comma-separated sections: " + ", ".join(SECTION_NAMES))
+    ap.add_argument("--timing-from", type=Path, help="project whose MLflow record gives the pipeline's time split")
+    args = ap.parse_args(argv)
+    from rich.console import Console
+
+    console = Console()
+
+    def progress(name: str, result: dict[str, Any]) -> None:
+        status = "error" if "error" in result else "skipped" if result.get("skipped") else "done"
+        console.print(f"[dim]bench: {name} {status} in {result['seconds']} s[/dim]")
+
+    try:
+        parse_only(args.only)  # fail on a typo before minutes of measuring
+        report = run_bench(args.root, quick=args.quick, threads=args.threads, only=args.only, out=args.out,
+                           timing_root=args.timing_from.resolve() if args.timing_from else None,
+                           on_section=progress)
+    except MetadepthError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+    print_table(report, console)
+    failed = [name for name, r in report["sections"].items() if "error" in r]
+    if failed:  # the report is written anyway; the exit code says it is incomplete
+        print(f"error: section(s) {', '.join(failed)} failed; details in {report['path']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -39,7 +39,7 @@ def child_ingest(source: Path, out: Path, workers: int, height: int, width: int,
                  chunk_frames: int) -> dict[str, Any]:
     """(In a fresh process.) Ingest the fixture with `workers` readers; frames/s and every process's peak memory."""
     from tasks.preprocess.ingest import ingest
-    from tasks.preprocess.readers import make_reader
+    from tasks.readers import make_reader
 
     before = rss_mb()
     start = time.perf_counter()

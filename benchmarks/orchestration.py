@@ -260,12 +260,10 @@ def stage_phases(root: Path, args: tuple[str, ...]) -> list[tuple[str, float]]:
     def mark(what: str) -> None:
         marks.append((what, time.perf_counter()))
 
-    # The CLI app, as `metadepth` imports it: timed here, not used, so it is loaded by name (the CLI's bench
-    # command imports this module; a plain import would tie the two into a circle).
-    commands = importlib.import_module("flows." + "cli")
+    import flows.cli  # the CLI app, as `metadepth` imports it: timed here
 
     mark("import the CLI (typer, params schema)")
-    configure_env = commands._common.configure_env
+    configure_env = flows.cli._common.configure_env
     from flows.stage_args import check_stage_args
 
     check_stage_args(root, args)

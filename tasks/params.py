@@ -44,9 +44,9 @@ class SourceParams(_Strict):
 
     @model_validator(mode="after")
     def _known_format(self) -> SourceParams:
-        # The readers registry sits above this schema (tasks/preprocess) and pulls in h5py and OpenCV: imported
-        # only when a source is configured, so a format or option typo still fails when params.yaml is loaded.
-        from tasks.preprocess.readers import get_reader
+        # The readers (tasks/readers, below this schema) pull in h5py and OpenCV: imported only when a source is
+        # configured, so a format or option typo still fails when params.yaml is loaded, at no cost otherwise.
+        from tasks.readers import get_reader
 
         try:
             get_reader(self.format).parse_options(self.options)

@@ -18,11 +18,11 @@ from flows.cli import app
 from tasks.io import MetadepthError
 from tasks.params import load_params, read_raw, validate
 from tasks.preprocess.ingest import ingest
-from tasks.preprocess.nyu import NYU_INTRINSICS
 from tasks.preprocess.parallel import FramePool
 from tasks.preprocess.prepare import prepare
-from tasks.preprocess.readers import make_reader
 from tasks.preprocess.shards import MANIFEST_COLUMNS, ShardDataset
+from tasks.readers import make_reader
+from tasks.readers.nyu import NYU_INTRINSICS
 
 SETTINGS = {"height": 24, "width": 32, "min_depth": 0.1, "max_depth": 10.0}
 

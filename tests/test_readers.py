@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 
 from tasks.io import MetadepthError
-from tasks.preprocess.geometry import fit_to_resolution, map_box, radial_to_planar
-from tasks.preprocess.hypersim import tonemap
-from tasks.preprocess.nyu import EIGEN_CROP, NYU_INTRINSICS
-from tasks.preprocess.reader_base import check_frame
-from tasks.preprocess.readers import READERS, make_reader
+from tasks.readers import READERS, make_reader
+from tasks.readers.base import check_frame
+from tasks.readers.geometry import fit_to_resolution, map_box, radial_to_planar
+from tasks.readers.hypersim import tonemap
+from tasks.readers.nyu import EIGEN_CROP, NYU_INTRINSICS
 
 NYU_H, NYU_W = 480, 640
 MATLAB_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."

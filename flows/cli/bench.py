@@ -1,11 +1,14 @@
 """`metadepth bench`: measure the pipeline's performance questions and write reports/bench.json.
 
-Only the command-line wiring; the measurements are in benchmarks/ (see benchmarks/bench.py), imported inside the
-command so `metadepth --help` does not pay for torch.
+Only the command-line wiring. The measurements (benchmarks/bench.py) sit above the flows they time, so this command
+starts them as their own program, `python -m benchmarks.bench`, instead of importing them: `metadepth --help` does
+not pay for torch, and the CLI does not depend on the layer above it.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -36,22 +39,13 @@ def bench(
     step (threads, torch.compile); writes reports/bench.json and prints a summary table."""
     with user_errors():
         root = project_root()
-        from benchmarks.bench import parse_only, print_table, run_bench
-
-        parse_only(only)  # fail on a typo before minutes of measuring
-        from rich.console import Console
-
-        console = Console()
-
-        def progress(name: str, result: dict) -> None:
-            status = "error" if "error" in result else "skipped" if result.get("skipped") else "done"
-            console.print(f"[dim]bench: {name} {status} in {result['seconds']} s[/dim]")
-
-        report = run_bench(root, quick=quick, threads=threads, only=only, out=out,
-                           timing_root=timing_from.resolve() if timing_from else None, on_section=progress)
-        print_table(report, console)
-        failed = [name for name, r in report["sections"].items() if "error" in r]
-        if failed:  # the report is written anyway; the exit code says it is incomplete
-            typer.secho(f"error: section(s) {', '.join(failed)} failed; details in {report['path']}", fg="red",
-                        err=True)
-            raise typer.Exit(1)
+        argv = ["--root", str(root), "--threads", str(threads)] + (["--quick"] if quick else [])
+        argv += ["--out", str(out.resolve())] if out else []
+        argv += ["--only", only] if only is not None else []
+        argv += ["--timing-from", str(timing_from.resolve())] if timing_from else []
+        # stdout (progress, the table) goes straight through; stderr (the one-line errors) is passed on at the end
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.bench", *argv], cwd=root, stderr=subprocess.PIPE,
+                              text=True)
+        if proc.stderr.strip():
+            typer.echo(proc.stderr.rstrip("\n"), err=True)
+        raise typer.Exit(proc.returncode)

@@ -40,7 +40,7 @@ def _options(pairs: list[str]) -> dict:
 @app.command()
 def formats() -> None:
     """List the registered dataset formats and their default options."""
-    from tasks.preprocess.readers import READERS
+    from tasks.readers import READERS
 
     for name, cls in READERS.items():
         defaults = cls.parse_options({}).model_dump(mode="json")
@@ -77,7 +77,7 @@ def ingest(
         d = load_params(root / "params.yaml").data
         from tasks.preprocess.ingest import default_workers
         from tasks.preprocess.ingest import ingest as run_ingest
-        from tasks.preprocess.readers import make_reader
+        from tasks.readers import make_reader
 
         reader = make_reader(fmt, source, options)
         summary = run_ingest(reader, out, dataset=name, source_label=str(source), height=height or d.height,

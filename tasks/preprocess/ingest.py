@@ -26,9 +26,9 @@ from tasks.io import MetadepthError, atomic_write
 from tasks.param_values import params_hash
 from tasks.params import Params
 from tasks.preprocess.parallel import FramePool, Result
-from tasks.preprocess.reader_base import Reader, Sample
-from tasks.preprocess.readers import make_reader
 from tasks.preprocess.shards import SPLITS, write_manifest, write_split
+from tasks.readers import make_reader
+from tasks.readers.base import Reader, Sample
 
 QUARANTINE_COLUMNS = ["source_id", "scene", "split", "file", "error"]
 STAGING_BATCH = 64  # frames per read from the staging file: bounds memory at the training resolution

@@ -110,7 +110,7 @@ class ChildrenRSS(threading.Thread):
 
 def child(source: Path, out: Path, workers: int) -> None:
     from tasks.preprocess.ingest import ingest
-    from tasks.preprocess.readers import make_reader
+    from tasks.readers import make_reader
 
     before = rss_mb()
     with ChildrenRSS() as sampler:

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from tasks.io import MetadepthError
-from tasks.preprocess.geometry import fit_to_resolution
-from tasks.preprocess.reader_base import Reader, Sample, check_frame
+from tasks.readers.base import Reader, Sample, check_frame
+from tasks.readers.geometry import fit_to_resolution
 
 
 @dataclass(slots=True)

@@ -21,8 +21,8 @@ import numpy as np
 from pydantic import Field
 
 from tasks.io import MetadepthError
-from tasks.preprocess.geometry import map_box
-from tasks.preprocess.reader_base import Frame, Reader, Sample, SplitOptions, assign_splits, reading
+from tasks.readers.base import Frame, Reader, Sample, SplitOptions, assign_splits, reading
+from tasks.readers.geometry import map_box
 
 NYU_INTRINSICS = (518.8579, 519.4696, 325.5824, 253.7362)  # fx, fy, cx, cy at 640x480 (the toolbox's RGB camera)
 NYU_SIZE = (480, 640)  # height, width

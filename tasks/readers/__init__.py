@@ -1,6 +1,6 @@
 """The registry of real-dataset readers: `data.sources.<name>.format` (or `metadepth data ingest --format`) picks one.
 
-Every reader yields the same thing (tasks/preprocess/reader_base.py): RGB uint8 in RGB order, planar depth in metres
+Every reader yields the same thing (tasks/readers/base.py): RGB uint8 in RGB order, planar depth in metres
 with 0 = invalid, and intrinsics when the format knows them. To add a format, subclass `Reader` in its own module
 and list it here.
 """
@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from tasks.io import MetadepthError
-from tasks.preprocess.hypersim import HypersimReader
-from tasks.preprocess.nyu import NyuReader
-from tasks.preprocess.reader_base import Frame, Reader, Sample
-from tasks.preprocess.rendered import Hm3dReader, RenderedReader, ReplicaReader, VaReader
+from tasks.readers.base import Frame, Reader, Sample
+from tasks.readers.hypersim import HypersimReader
+from tasks.readers.nyu import NyuReader
+from tasks.readers.rendered import Hm3dReader, RenderedReader, ReplicaReader, VaReader
 
 READERS: dict[str, type[Reader]] = {
     cls.format: cls for cls in (NyuReader, HypersimReader, RenderedReader, ReplicaReader, Hm3dReader, VaReader)

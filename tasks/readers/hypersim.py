@@ -30,8 +30,8 @@ import numpy as np
 from pydantic import Field
 
 from tasks.io import MetadepthError
-from tasks.preprocess.geometry import focal_from_fov, radial_to_planar
-from tasks.preprocess.reader_base import Frame, Reader, Sample, SplitOptions, assign_splits, reading
+from tasks.readers.base import Frame, Reader, Sample, SplitOptions, assign_splits, reading
+from tasks.readers.geometry import focal_from_fov, radial_to_planar
 
 COLOR_GLOB = "*/images/scene_cam_*_final_hdf5/frame.*.color.hdf5"
 COLOR_RE = re.compile(r"^scene_cam_(?P<cam>\d+)_final_hdf5/frame\.(?P<frame>\d+)\.color\.hdf5$")

@@ -27,8 +27,8 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from tasks.io import MetadepthError
-from tasks.preprocess.geometry import focal_from_fov
-from tasks.preprocess.reader_base import Frame, Reader, Sample, SplitOptions, assign_splits, one_line, reading
+from tasks.readers.base import Frame, Reader, Sample, SplitOptions, assign_splits, one_line, reading
+from tasks.readers.geometry import focal_from_fov
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
