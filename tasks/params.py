@@ -292,7 +292,7 @@ class NumericsParams(_Strict):
 
 
 class HostParams(_Strict):
-    """How this machine runs the work: no result depends on it, so no stage does (resume and progress included)."""
+    """How this machine runs the work; no stage depends on it: device and threads change float rounding only."""
 
     device: Literal["auto", "cpu", "cuda"] = Field(description="auto: cuda when a GPU is visible, else cpu")
     num_threads: int = Field(ge=0, description="torch intra-op threads; 0 = torch's default")
