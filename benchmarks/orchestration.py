@@ -21,7 +21,6 @@ is the share of the wall time outside the training *stages*.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
 import shutil
