@@ -27,7 +27,7 @@ from tasks.params import Params, validate
 # --quick: sizes small enough for a test (the whole bench in seconds), through the same code paths.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "data": {"height": 32, "width": 48},
-    "model": {"encoder": "test_convnext"},
+    "model": {"encoder": "test_convnext", "encoder_levels": None, "decoder_channels": [16, 32, 64, 128, 256]},
     "finetune": {"batch_size": 4},
     "meta": {"settings": {"batch_size": 4}},
     "evaluate": {"batch_size": 8},

@@ -11,6 +11,7 @@ decoder) in the same process, interleaved, so the ratio survives a loaded machin
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.regime run --name NAME [--encoder E --steps M --lr LR ...]
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.regime clip --name NAME [same options] --outer-steps K
     .venv/bin/python -m benchmarks.regime table          # markdown table of every result JSON
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.regime cost   # step cost of encoder_levels / channels_last
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Config:
     smooth: str = "edge"  # edge: today's loss_fn_for (image given); plain: the paper's term
     data_term: str = "mse"  # mse: the paper's metric MSE; logmse: MSE of log depth (a probe, not the paper's)
     calib: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # domain -> DomainSpec fields
+    encoder_levels: int = 0  # timm feature levels kept (0: all); 4 on resnet10t drops the stride-32 stage
     seed: int = 0  # training seed (the data seed stays params.data.seed = 0)
 
 
@@ -116,9 +118,9 @@ class Frames(torch.utils.data.Dataset):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def build(encoder: str, decoder: list[int], seed: int) -> DepthNet:
+def build(encoder: str, decoder: list[int], seed: int, levels: int = 0) -> DepthNet:
     seed_everything(seed)  # as the init stage: the scratch weights follow the training seed
-    return DepthNet(encoder=encoder, decoder_channels=tuple(decoder))
+    return DepthNet(encoder=encoder, decoder_channels=tuple(decoder), encoder_levels=levels or None)
 
 
 def _log_masked_mse(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -135,8 +137,7 @@ def loss_fn(cfg: Config):
     losses_module.masked_mse = _log_masked_mse if cfg.data_term == "logmse" else ORIGINAL_MSE
     if cfg.smooth == "edge":  # the monodepth2-style option (what the pipeline used when these runs were made)
         return loss_fn_for(params.loss.model_copy(update={"smoothness": "edge_aware"}))
-    return lambda model, batch: depth_loss(model(batch["rgb"]), batch["depth"],
-                                           smooth_weight=params.loss.smooth_weight, scale_decay=params.loss.scale_decay)
+    return loss_fn_for(params.loss.model_copy(update={"smoothness": "plain"}))  # the paper's term, the default
 
 
 def finetune(model: DepthNet, train: dict[str, torch.Tensor], cfg: Config, steps: int) -> list[float]:
@@ -145,7 +146,7 @@ def finetune(model: DepthNet, train: dict[str, torch.Tensor], cfg: Config, steps
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=cfg.lr_min)
-    augment, lossf = augment_fn(params), loss_fn(cfg)
+    augment, lossf = augment_fn(params.augment), loss_fn(cfg)
     g = torch.Generator()
     batches = batches_at(Frames(train), cfg.batch, cfg.seed, itertools.count(0))
     losses = []
@@ -198,35 +199,59 @@ def guesses(train: dict[str, torch.Tensor], tests: dict[str, dict[str, torch.Ten
     return out
 
 
-def step_ratio(cfg: Config, rounds: int = 5) -> float:
-    """Candidate step time / reference step time, interleaved in this process (only the ratio means anything)."""
-    lossf = loss_fn(cfg)
+def _stepper(lossf, encoder: str, decoder: list[int], h: int, w: int, b: int, levels: int = 0,
+             channels_last: bool = False):
+    model = build(encoder, decoder, 0, levels).train()
+    batch = {"rgb": torch.rand(b, 3, h, w), "depth": torch.rand(b, 1, h, w) * 9 + 0.5}
+    if channels_last:  # as the training stages apply runtime.numerics.channels_last
+        model = model.to(memory_format=torch.channels_last)
+        batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
-    def stepper(encoder: str, decoder: list[int], h: int, w: int, b: int):
-        model = build(encoder, decoder, 0).train()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        batch = {"rgb": torch.rand(b, 3, h, w), "depth": torch.rand(b, 1, h, w) * 9 + 0.5}
+    def step() -> None:
+        loss = lossf(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return step
 
-        def step() -> None:
-            loss = lossf(model, batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return step
 
-    ref = stepper(REFERENCE["encoder"], REFERENCE["decoder"], REFERENCE["height"], REFERENCE["width"],
-                  REFERENCE["batch"])
-    cand = stepper(cfg.encoder, cfg.decoder, cfg.height, cfg.width, cfg.batch)
-    times: dict[str, list[float]] = {"ref": [], "cand": []}
-    for s in (ref, cand):
+def _interleaved(steppers: dict[str, Any], rounds: int) -> dict[str, float]:
+    """Median seconds per step of each stepper, timed in alternating rounds of 3 steps in this process."""
+    times: dict[str, list[float]] = {k: [] for k in steppers}
+    for s in steppers.values():
         s()
     for _ in range(rounds):
-        for key, s in (("ref", ref), ("cand", cand)):
+        for key, s in steppers.items():
             t = time.perf_counter()
             for _ in range(3):
                 s()
             times[key].append((time.perf_counter() - t) / 3)
-    return round(statistics.median(times["cand"]) / statistics.median(times["ref"]), 3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def step_ratio(cfg: Config, rounds: int = 5) -> float:
+    """Candidate step time / reference step time, interleaved in this process (only the ratio means anything)."""
+    lossf = loss_fn(cfg)
+    t = _interleaved({"ref": _stepper(lossf, REFERENCE["encoder"], REFERENCE["decoder"], REFERENCE["height"],
+                                      REFERENCE["width"], REFERENCE["batch"]),
+                      "cand": _stepper(lossf, cfg.encoder, cfg.decoder, cfg.height, cfg.width, cfg.batch,
+                                       cfg.encoder_levels)}, rounds)
+    return round(t["cand"] / t["ref"], 3)
+
+
+def cost(rounds: int) -> None:
+    """The step cost of the defaults' shape choices over resnet10t with all levels (48x64, batch 8, 1 thread)."""
+    torch.set_num_threads(1)
+    lossf = loss_fn(Config("cost", smooth="plain"))
+    full, l4 = ("resnet10t", [16, 32, 64, 128, 256], 48, 64, 8), ("resnet10t", [16, 32, 64, 128], 48, 64, 8)
+    t = _interleaved({"all levels": _stepper(lossf, *full),
+                      "all levels, channels_last": _stepper(lossf, *full, channels_last=True),
+                      "4 levels": _stepper(lossf, *l4, levels=4),
+                      "4 levels, channels_last": _stepper(lossf, *l4, levels=4, channels_last=True)}, rounds)
+    base = t["all levels"]
+    print(json.dumps({"seconds_all_levels": round(base, 4), "rounds": rounds,
+                      "ratio": {k: round(v / base, 3) for k, v in t.items()}}))
 
 
 def load_data(cfg: Config) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
@@ -254,7 +279,7 @@ def run(cfg: Config) -> None:
     torch.set_num_threads(1)
     ratio = step_ratio(cfg)
     train, tests = load_data(cfg)
-    model = build(cfg.encoder, cfg.decoder, cfg.seed)
+    model = build(cfg.encoder, cfg.decoder, cfg.seed, cfg.encoder_levels)
     t = time.perf_counter()
     losses = finetune(model, train, cfg, cfg.steps)
     train_s = time.perf_counter() - t
@@ -296,7 +321,7 @@ def meta_train(model: DepthNet, train: dict[str, torch.Tensor], cfg: Config, out
     """The meta_init stage's wiring (params.yaml meta values), one task per step plus its partner."""
     params = load_params(ROOT / "params.yaml")
     mp = params.meta.settings
-    augment = augment_fn(params)
+    augment = augment_fn(params.augment)
     shared = make_task_augment(mix_alpha=mp.task_augment.mixup_alpha, shuffle_p=mp.task_augment.shuffle_fraction,
                                criterion=lambda preds, gt: depth_loss(preds, gt, params.loss.smooth_weight,
                                                                       params.loss.scale_decay))
@@ -323,7 +348,7 @@ def clip_study(cfg: Config, outer_steps: int, modes: list[str], ft_steps: int) -
     torch.set_num_threads(1)
     train, tests = load_data(cfg)
     for mode in modes:
-        model = build(cfg.encoder, cfg.decoder, cfg.seed)
+        model = build(cfg.encoder, cfg.decoder, cfg.seed, cfg.encoder_levels)
         t = time.perf_counter()
         record: dict[str, Any] = {"kind": "clip", "config": dataclasses.asdict(cfg), "clip_mode": mode,
                                   "outer_steps": outer_steps, **meta_train(model, train, cfg, outer_steps, mode)}
@@ -364,7 +389,7 @@ def table() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["run", "clip", "table"])
+    ap.add_argument("mode", choices=["run", "clip", "table", "cost"])
     ap.add_argument("--name", default="run")
     for f in dataclasses.fields(Config):
         if f.name in ("name", "decoder", "calib"):
@@ -378,6 +403,8 @@ def main() -> None:
     a = ap.parse_args()
     if a.mode == "table":
         return table()
+    if a.mode == "cost":
+        return cost(rounds=10)
     given = {f.name: getattr(a, f.name) for f in dataclasses.fields(Config) if getattr(a, f.name, None) is not None}
     cfg = Config(**given)
     if a.mode == "run":

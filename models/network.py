@@ -102,13 +102,17 @@ class DepthNet(nn.Module):
         scales: tuple[int, ...] = (0, 1, 2, 3),
         min_depth: float = 0.1,
         max_depth: float = 10.0,
+        encoder_levels: int | None = None,
     ):
         super().__init__()
         if not 0 < min_depth < max_depth:
             raise ValueError(f"need 0 < min_depth < max_depth, got {min_depth}, {max_depth}")
         import timm  # only where a network is built (see load_encoder_weights)
 
-        self.encoder = timm.create_model(encoder, features_only=True, pretrained=False)
+        # encoder_levels keeps only the shallowest timm feature levels: timm then drops the deeper stages
+        # altogether, which at small inputs are the dearest part of a step (docs/findings-regime.md).
+        out_indices = {} if encoder_levels is None else {"out_indices": tuple(range(encoder_levels))}
+        self.encoder = timm.create_model(encoder, features_only=True, pretrained=False, **out_indices)
         if pretrained_path is not None:
             load_encoder_weights(self.encoder, pretrained_path)
 

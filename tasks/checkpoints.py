@@ -22,7 +22,8 @@ def build_model(model_params: dict[str, Any], pretrained_path: str | None = None
     p = dict(model_params)
     return DepthNet(encoder=p["encoder"], pretrained_path=pretrained_path,
                     decoder_channels=tuple(p["decoder_channels"]), scales=tuple(p["scales"]),
-                    min_depth=p["min_depth"], max_depth=p["max_depth"])
+                    min_depth=p["min_depth"], max_depth=p["max_depth"],
+                    encoder_levels=p.get("encoder_levels"))  # absent from checkpoints before the knob
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, model_params: dict[str, Any], *, step: int,

@@ -27,6 +27,8 @@ def run_init(params: Params, root: Path, kind: str, seed: int | None = None) -> 
     seed_everything(seed)  # the decoder (and a scratch encoder) draw their initial weights from the seed
     try:
         model = build_model(params.model.model_dump(), pretrained_path=pretrained)
+    except ValueError as err:  # the model section does not fit the encoder (e.g. decoder_channels' length)
+        raise MetadepthError(f"params.yaml: model: {err}") from None
     except (RuntimeError, FileNotFoundError) as err:
         raise MetadepthError(f"init.pretrained_path: {err}") from None
     out = Layout(root, seed).checkpoint(kind)

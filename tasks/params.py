@@ -85,7 +85,9 @@ class DataParams(_Strict):
 
 class ModelParams(_Strict):
     encoder: str = Field(description="a timm model name with features_only (paper: convnext_small / _base)")
-    decoder_channels: list[int] = Field(min_length=5, max_length=5, description="decoder widths, one per level")
+    encoder_levels: int | None = Field(None, ge=1, description="timm feature levels kept, shallowest first; null: all")
+    decoder_channels: list[int] = Field(min_length=1, max_length=5, description="decoder widths, one per stride "
+                                        "level 1..max/2 of the kept encoder (resnet: one per encoder level)")
     scales: list[int] = Field(min_length=1, description="output scales trained on (0 = input resolution)")
     min_depth: float = Field(gt=0, description="metres; lower end of the network's output range")
     max_depth: float = Field(gt=0, description="metres; upper end of the network's output range")

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny_project import TINY_MODEL
 from typer.testing import CliRunner
 
 from flows.cli import app
@@ -74,7 +75,7 @@ def checkpoint(project) -> str:
     from tasks.params import load_params
 
     torch.manual_seed(0)
-    model_params = load_params(ROOT / "params.yaml").model.model_dump() | {"encoder": "test_convnext"}
+    model_params = load_params(ROOT / "params.yaml").model.model_dump() | TINY_MODEL
     path = project / "tiny.pt"
     save_checkpoint(path, build_model(model_params), model_params, step=0, data_hash="0" * 64)
     return str(path)

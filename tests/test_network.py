@@ -69,6 +69,23 @@ def test_resnet18_five_levels_with_batchnorm():
     assert not torch.equal(before, model.encoder.bn1.running_mean)
 
 
+def test_encoder_levels_drop_the_deepest_stage(tmp_path):
+    full = DepthNet("resnet18", decoder_channels=SMALL_DECODER)
+    model = DepthNet("resnet18", decoder_channels=SMALL_DECODER[:4], encoder_levels=4)
+    assert model.encoder.feature_info.reduction() == [2, 4, 8, 16] and model.num_levels == 4
+    # timm prunes the stage it no longer returns: its weights are not trained, stored or stepped by Adam.
+    assert not any(k.startswith("layer4") for k in model.encoder.state_dict())
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in full.parameters()) / 2
+    out = model(torch.rand(2, 3, 48, 64))  # 48 is a multiple of 16, so nothing is padded
+    assert [tuple(d.shape) for d in out] == [(2, 1, 48 >> s, 64 >> s) for s in (0, 1, 2, 3)]
+    # Weights of the whole classification model still load: the dropped stage's entries are extra.
+    path = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), path)
+    DepthNet("resnet18", pretrained_path=path, decoder_channels=SMALL_DECODER[:4], encoder_levels=4)
+    with pytest.raises(ValueError, match="stride 16, so the decoder needs 4 decoder_channels"):
+        DepthNet("resnet18", decoder_channels=SMALL_DECODER, encoder_levels=4)
+
+
 def test_input_normalised_with_encoder_statistics():
     model = DepthNet("resnet18", decoder_channels=SMALL_DECODER).eval()
     mean = torch.tensor(model.encoder.pretrained_cfg["mean"]).view(1, 3, 1, 1)

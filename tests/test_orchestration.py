@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import requests
-from tiny_project import ROOT
+from tiny_project import ROOT, TINY_MODEL
 
 from flows.orchestration import (
     TRAIN_LIMIT,
@@ -137,7 +137,7 @@ def fake_checkpoint(path: Path) -> None:
     from tasks.checkpoints import build_model, save_checkpoint
     from tasks.params import load_params
 
-    model_params = load_params(ROOT / "params.yaml").model.model_dump() | {"encoder": "test_convnext"}
+    model_params = load_params(ROOT / "params.yaml").model.model_dump() | TINY_MODEL
     save_checkpoint(path, build_model(model_params), model_params, step=0, data_hash="0" * 64)
 
 

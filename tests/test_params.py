@@ -113,6 +113,8 @@ def test_paper_profile_applies_and_validates(tmp_path):
     meta = p.meta.settings
     assert meta.inner_lr == 1e-3 and meta.outer_lr == 0.1 and p.finetune.settings.lr == 5e-4  # kept from the paper
     assert p.runtime.host.device == "cuda"
+    # ConvNeXt has four levels (strides 4..32): all kept, so the decoder needs one width per stride 1..16.
+    assert p.model.encoder_levels is None and len(p.model.decoder_channels) == 5
 
 
 def test_per_dataset_protocol_overrides_only_that_dataset():

@@ -212,3 +212,13 @@ def test_stage_params_match_dvc_yaml():
         extra = ["meta.variants.${item.variant}"] if kind == "meta_init" else []
         assert sorted(listed) == sorted([*stage.params, *extra]), kind
         assert len(listed) <= 11, kind  # whole sections, not key by key
+
+
+def test_model_that_does_not_fit_its_encoder_is_one_clear_error(project, tmp_path):
+    from tasks.params import read_raw, validate
+
+    raw = json.loads(json.dumps(read_raw(project[0] / "params.yaml")))
+    raw["model"]["encoder_levels"] = 2  # fewer levels, same five decoder widths
+    with pytest.raises(MetadepthError, match=r"params.yaml: model: .*needs \d decoder_channels"):
+        run_init(validate(raw), tmp_path, "scratch")
+    assert not (tmp_path / "data").exists()  # nothing half-written

@@ -18,11 +18,13 @@ ROOT = Path(__file__).resolve().parents[1]
 COPY = ["flows", "tasks", "models", "profiles", "data/raw", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore",
         "pyproject.toml"]
 
+# The tests' network: test_convnext needs all its levels and five decoder widths, whatever params.yaml's encoder is.
+TINY_MODEL = {"encoder": "test_convnext", "encoder_levels": None, "decoder_channels": [16, 32, 64, 128, 256]}
 TINY = {
     "seeds": [0],
     "domains": ["loft", "studio"],
     "data": {"height": 32, "width": 48, "train_size": 16, "val_size": 4, "test_size": 4},
-    "model": {"encoder": "test_convnext"},
+    "model": TINY_MODEL,
     "meta": {"settings": {"steps": 2, "batch_size": 4, "log_every": 1}},
     "finetune": {"steps": 3, "batch_size": 4, "settings": {"log_every": 1}},
     "evaluate": {"batch_size": 4, "models": ["ft_scratch", "ft_meta"]},
