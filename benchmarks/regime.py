@@ -12,6 +12,7 @@ decoder) in the same process, interleaved, so the ratio survives a loaded machin
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.regime clip --name NAME [same options] --outer-steps K
     .venv/bin/python -m benchmarks.regime table          # markdown table of every result JSON
     OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.regime cost   # step cost of encoder_levels / channels_last
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.regime errors [run options]   # where the AbsRel comes from
 """
 
 from __future__ import annotations
@@ -368,6 +369,40 @@ def clip_study(cfg: Config, outer_steps: int, modes: list[str], ft_steps: int) -
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def errors(cfg: Config) -> None:
+    """Where the in-domain AbsRel comes from: by ground-truth depth, at depth edges, per image (loft test split)."""
+    torch.set_num_threads(1)
+    train, tests = load_data(cfg)
+    model = build(cfg.encoder, cfg.decoder, cfg.seed, cfg.encoder_levels)
+    finetune(model, train, cfg, cfg.steps)
+    pred, gt = predict(model, tests["loft"]["rgb"]).clamp(1e-3, 10.0), tests["loft"]["depth"]
+    valid = (gt > 1e-3) & (gt < 10.0)  # the evaluate stage's caps, metric protocol
+    rel = (pred - gt).abs() / gt.clamp_min(1e-3)
+    g, r = gt[valid], rel[valid]
+    out: dict[str, Any] = {"name": cfg.name, "abs_rel": round(float(r.mean()), 4), "by_depth_m": {}}
+    for lo, hi in ((0, 1), (1, 2), (2, 3), (3, 4), (4, 6), (6, 8), (8, 10)):
+        m = (g >= lo) & (g < hi)
+        out["by_depth_m"][f"{lo}-{hi}"] = {"pixels": round(float(m.float().mean()), 3),
+                                           "abs_rel": round(float(r[m].mean()), 3),
+                                           "share_of_abs_rel": round(float(r[m].sum() / r.sum()), 3)}
+    d = gt[:, 0]  # a depth edge: a 4-neighbour differs by more than 10 %
+    edge = torch.zeros_like(d, dtype=torch.bool)
+    for dim in (1, 2):
+        a, b = d.narrow(dim, 1, d.shape[dim] - 1), d.narrow(dim, 0, d.shape[dim] - 1)
+        jump = (a - b).abs() > 0.1 * torch.minimum(a, b)
+        edge.narrow(dim, 1, d.shape[dim] - 1).logical_or_(jump)
+        edge.narrow(dim, 0, d.shape[dim] - 1).logical_or_(jump)
+    e = edge.unsqueeze(1)[valid]
+    out["edges"] = {"pixels": round(float(e.float().mean()), 3), "abs_rel": round(float(r[e].mean()), 3),
+                    "share_of_abs_rel": round(float(r[e].sum() / r.sum()), 3)}
+    per_image = [float(rel[i][valid[i]].mean()) for i in range(len(gt))]
+    out["per_image_abs_rel_q10_q50_q90"] = [round(float(q), 3) for q in np.quantile(per_image, [0.1, 0.5, 0.9])]
+    tp, tg = predict(model, train["rgb"][:256]).clamp(1e-3, 10.0), train["depth"][:256]
+    tv = (tg > 1e-3) & (tg < 10.0)
+    out["train_abs_rel"] = round(float(((tp - tg).abs() / tg.clamp_min(1e-3))[tv].mean()), 4)
+    print(json.dumps(out))
+
+
 def table() -> None:
     rows = []
     for path in sorted(RESULTS.glob("*.json"), key=lambda p: p.stat().st_mtime):
@@ -389,7 +424,7 @@ def table() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["run", "clip", "table", "cost"])
+    ap.add_argument("mode", choices=["run", "clip", "table", "cost", "errors"])
     ap.add_argument("--name", default="run")
     for f in dataclasses.fields(Config):
         if f.name in ("name", "decoder", "calib"):
@@ -409,6 +444,8 @@ def main() -> None:
     cfg = Config(**given)
     if a.mode == "run":
         run(cfg)
+    elif a.mode == "errors":
+        errors(cfg)
     else:
         clip_study(cfg, a.outer_steps, a.clip_modes.split(","), a.ft_steps)
 
