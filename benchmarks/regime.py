@@ -400,6 +400,9 @@ def errors(cfg: Config) -> None:
     tp, tg = predict(model, train["rgb"][:256]).clamp(1e-3, 10.0), train["depth"][:256]
     tv = (tg > 1e-3) & (tg < 10.0)
     out["train_abs_rel"] = round(float(((tp - tg).abs() / tg.clamp_min(1e-3))[tv].mean()), 4)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{cfg.name}.json").write_text(json.dumps({"kind": "errors", "config": dataclasses.asdict(cfg), **out},
+                                                         indent=2))
     print(json.dumps(out))
 
 

@@ -4,6 +4,7 @@ may start a Prefect flow, a training step or write params.yaml."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -159,7 +160,9 @@ def test_argument_errors_come_before_any_heavy_import(tmp_path):
     text = (ROOT / "params.yaml").read_text()
     (folders["ok"] / "params.yaml").write_text(text)
     (folders["broken"] / "params.yaml").write_text("seed: 0\nseeds: [0\ndata: {}\n")  # an unclosed list
-    (folders["renamed"] / "params.yaml").write_text(text.replace("  steps: 800", "  stepz: 800"))  # finetune.steps
+    renamed = re.sub(r"(?m)^(finetune:\n(?:  .*\n)*?)  steps:", r"\1  stepz:", text)  # finetune.steps misspelt
+    assert renamed != text
+    (folders["renamed"] / "params.yaml").write_text(renamed)
     (folders["ok"] / "README.md").write_text("not an image")
     (folders["ok"] / "fake.pt").write_bytes(b"not read: the inputs are checked first")
     (folders["ok"] / "images").mkdir()

@@ -237,7 +237,7 @@ def test_misspelt_override_names_the_closest_key(tmp_path):
 # ---------------------------------------------------------------- writing overrides: only the values named change
 
 OVERRIDES = {  # override -> the params.yaml key line it may change (every other line must stay byte-identical)
-    "finetune.steps=7": "  steps: 800",
+    "finetune.steps=7": "  steps: 1500",
     "seeds=[0, 1]": "seeds: [0, 1, 2]",
     "init.pretrained_path=weights/enc.pth": "  pretrained_path: null",
     "runtime.numerics.compile_mode=max-autotune": "    compile_mode: default",
