@@ -24,10 +24,12 @@ import numpy as np
 
 from tasks.params import Params, validate
 
+# The model keys for a stride-32 encoder with all its levels (test_convnext, convnext_*), whatever params.yaml keeps.
+ALL_LEVELS: dict[str, Any] = {"encoder_levels": None, "decoder_channels": [16, 32, 64, 128, 256]}
 # --quick: sizes small enough for a test (the whole bench in seconds), through the same code paths.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "data": {"height": 32, "width": 48},
-    "model": {"encoder": "test_convnext", "encoder_levels": None, "decoder_channels": [16, 32, 64, 128, 256]},
+    "model": {"encoder": "test_convnext", **ALL_LEVELS},
     "finetune": {"batch_size": 4},
     "meta": {"settings": {"batch_size": 4}},
     "evaluate": {"batch_size": 8},

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import ALL_LEVELS
 from tasks.layout import Layout
 from tasks.params import Params, validate
 
@@ -37,9 +38,7 @@ def make_fixture(root: Path, base: Params, *, models: int, domains: int, test_si
     names = sorted(DOMAINS)[:domains]
     raw.update(domains=names, train_domain=names[0])
     raw["data"].update(height=height, width=width, train_size=4, val_size=1, test_size=test_size)
-    # All levels and five decoder widths: the encoders this fixture is run with (test_convnext, convnext_*) have
-    # stride 32, whatever params.yaml's own encoder keeps.
-    raw["model"].update(encoder=encoder, encoder_levels=None, decoder_channels=[16, 32, 64, 128, 256])
+    raw["model"].update(encoder=encoder, **ALL_LEVELS)  # its encoders: stride 32, every level
     raw["evaluate"]["batch_size"] = min(raw["evaluate"]["batch_size"], 8)
     raw["evaluate"]["per_dataset"] = {}
     raw["runtime"]["host"].update(device="cpu", num_workers=0, num_threads=1)

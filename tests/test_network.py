@@ -80,8 +80,10 @@ def test_encoder_levels_drop_the_deepest_stage(tmp_path):
     assert [tuple(d.shape) for d in out] == [(2, 1, 48 >> s, 64 >> s) for s in (0, 1, 2, 3)]
     # Weights of the whole classification model still load: the dropped stage's entries are extra.
     path = tmp_path / "resnet18.pth"
-    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), path)
-    DepthNet("resnet18", pretrained_path=path, decoder_channels=SMALL_DECODER[:4], encoder_levels=4)
+    source = timm.create_model("resnet18", pretrained=False).state_dict()
+    torch.save(source, path)
+    loaded = DepthNet("resnet18", pretrained_path=path, decoder_channels=SMALL_DECODER[:4], encoder_levels=4)
+    assert torch.equal(loaded.encoder.state_dict()["layer3.0.conv1.weight"], source["layer3.0.conv1.weight"])
     with pytest.raises(ValueError, match="stride 16, so the decoder needs 4 decoder_channels"):
         DepthNet("resnet18", decoder_channels=SMALL_DECODER, encoder_levels=4)
 
