@@ -67,6 +67,9 @@ class Config:
     data_term: str = "mse"  # mse: the paper's metric MSE; logmse: MSE of log depth (a probe, not the paper's)
     calib: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # domain -> DomainSpec fields
     encoder_levels: int = 0  # timm feature levels kept (0: all); 4 on resnet10t drops the stride-32 stage
+    scales: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2, 3])  # supervised decoder scales
+    head: str = "sigmoid"  # sigmoid: the network's bounded linear-in-depth map; linear: a probe (see HEADS)
+    augment: bool = True  # the finetune stage's online augmentation (finetune.settings.online_augment)
     seed: int = 0  # training seed (the data seed stays params.data.seed = 0)
 
 
@@ -119,9 +122,25 @@ class Frames(torch.utils.data.Dataset):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def build(encoder: str, decoder: list[int], seed: int, levels: int = 0) -> DepthNet:
+ORIGINAL_TO_DEPTH = DepthNet.to_depth
+
+
+def _linear_to_depth(self: DepthNet, logits: torch.Tensor) -> torch.Tensor:
+    # A probe: depth linear in the logit over the whole range (mid-range start, slope (max-min)/4 like the sigmoid
+    # at 0), softly bounded below so near pixels get the same gradient as far ones instead of sigmoid's 2-6x less.
+    mid, half = (self.max_depth + self.min_depth) / 2, (self.max_depth - self.min_depth) / 4
+    return self.min_depth + torch.nn.functional.softplus(mid - self.min_depth + half * logits, beta=4.0)
+
+
+HEADS = {"sigmoid": ORIGINAL_TO_DEPTH, "linear": _linear_to_depth}
+
+
+def build(encoder: str, decoder: list[int], seed: int, levels: int = 0, scales: list[int] | None = None,
+          head: str = "sigmoid") -> DepthNet:
     seed_everything(seed)  # as the init stage: the scratch weights follow the training seed
-    return DepthNet(encoder=encoder, decoder_channels=tuple(decoder), encoder_levels=levels or None)
+    DepthNet.to_depth = HEADS[head]  # looked up at call time: swapping it swaps every model's output map here
+    return DepthNet(encoder=encoder, decoder_channels=tuple(decoder), encoder_levels=levels or None,
+                    scales=tuple(scales or (0, 1, 2, 3)))
 
 
 def _log_masked_mse(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -152,7 +171,9 @@ def finetune(model: DepthNet, train: dict[str, torch.Tensor], cfg: Config, steps
     batches = batches_at(Frames(train), cfg.batch, cfg.seed, itertools.count(0))
     losses = []
     for step in range(steps):
-        batch = augment(next(batches), g.manual_seed(stream_seed(cfg.seed, step, 0)))
+        batch = next(batches)
+        if cfg.augment:
+            batch = augment(batch, g.manual_seed(stream_seed(cfg.seed, step, 0)))
         loss = lossf(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -280,7 +301,7 @@ def run(cfg: Config) -> None:
     torch.set_num_threads(1)
     ratio = step_ratio(cfg)
     train, tests = load_data(cfg)
-    model = build(cfg.encoder, cfg.decoder, cfg.seed, cfg.encoder_levels)
+    model = build(cfg.encoder, cfg.decoder, cfg.seed, cfg.encoder_levels, cfg.scales, cfg.head)
     t = time.perf_counter()
     losses = finetune(model, train, cfg, cfg.steps)
     train_s = time.perf_counter() - t
@@ -349,7 +370,7 @@ def clip_study(cfg: Config, outer_steps: int, modes: list[str], ft_steps: int) -
     torch.set_num_threads(1)
     train, tests = load_data(cfg)
     for mode in modes:
-        model = build(cfg.encoder, cfg.decoder, cfg.seed, cfg.encoder_levels)
+        model = build(cfg.encoder, cfg.decoder, cfg.seed, cfg.encoder_levels, cfg.scales, cfg.head)
         t = time.perf_counter()
         record: dict[str, Any] = {"kind": "clip", "config": dataclasses.asdict(cfg), "clip_mode": mode,
                                   "outer_steps": outer_steps, **meta_train(model, train, cfg, outer_steps, mode)}
@@ -373,7 +394,7 @@ def errors(cfg: Config) -> None:
     """Where the in-domain AbsRel comes from: by ground-truth depth, at depth edges, per image (loft test split)."""
     torch.set_num_threads(1)
     train, tests = load_data(cfg)
-    model = build(cfg.encoder, cfg.decoder, cfg.seed, cfg.encoder_levels)
+    model = build(cfg.encoder, cfg.decoder, cfg.seed, cfg.encoder_levels, cfg.scales, cfg.head)
     finetune(model, train, cfg, cfg.steps)
     pred, gt = predict(model, tests["loft"]["rgb"]).clamp(1e-3, 10.0), tests["loft"]["depth"]
     valid = (gt > 1e-3) & (gt < 10.0)  # the evaluate stage's caps, metric protocol
@@ -430,10 +451,12 @@ def main() -> None:
     ap.add_argument("mode", choices=["run", "clip", "table", "cost", "errors"])
     ap.add_argument("--name", default="run")
     for f in dataclasses.fields(Config):
-        if f.name in ("name", "decoder", "calib"):
+        if f.name in ("name", "decoder", "calib", "scales", "augment"):
             continue
         ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(Config('x'), f.name)))
     ap.add_argument("--decoder", type=lambda s: [int(x) for x in s.split(",")])
+    ap.add_argument("--scales", type=lambda s: [int(x) for x in s.split(",")])
+    ap.add_argument("--augment", type=lambda s: s.lower() in ("1", "true", "on", "yes"))
     ap.add_argument("--calib", type=json.loads, help='JSON, e.g. {"loft": {"room_size_m": [4, 8]}}')
     ap.add_argument("--outer-steps", type=int, default=50)
     ap.add_argument("--clip-modes", default="norm,value,none")
