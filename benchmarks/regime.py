@@ -222,8 +222,8 @@ def guesses(train: dict[str, torch.Tensor], tests: dict[str, dict[str, torch.Ten
 
 
 def _stepper(lossf, encoder: str, decoder: list[int], h: int, w: int, b: int, levels: int = 0,
-             channels_last: bool = False):
-    model = build(encoder, decoder, 0, levels).train()
+             channels_last: bool = False, scales: list[int] | None = None):
+    model = build(encoder, decoder, 0, levels, scales).train()
     batch = {"rgb": torch.rand(b, 3, h, w), "depth": torch.rand(b, 1, h, w) * 9 + 0.5}
     if channels_last:  # as the training stages apply runtime.numerics.channels_last
         model = model.to(memory_format=torch.channels_last)
@@ -258,7 +258,7 @@ def step_ratio(cfg: Config, rounds: int = 5) -> float:
     t = _interleaved({"ref": _stepper(lossf, REFERENCE["encoder"], REFERENCE["decoder"], REFERENCE["height"],
                                       REFERENCE["width"], REFERENCE["batch"]),
                       "cand": _stepper(lossf, cfg.encoder, cfg.decoder, cfg.height, cfg.width, cfg.batch,
-                                       cfg.encoder_levels)}, rounds)
+                                       cfg.encoder_levels, scales=cfg.scales)}, rounds)
     return round(t["cand"] / t["ref"], 3)
 
 
