@@ -22,6 +22,12 @@ from tasks.params_file import format_error, moved_key, read_raw
 DOMAIN_NAME = r"^[a-z0-9][a-z0-9_\-]*$"  # dataset names become paths under data/: no separators, no dots
 
 
+def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `over` laid on top, nested dicts merging key by key: how a meta variant overrides meta.settings."""
+    return {**base, **{k: merged(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+                       for k, v in over.items()}}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -195,14 +201,10 @@ class MetaParams(_Strict):
 
     def variant(self, name: str) -> MetaSettings:
         """meta.settings with variant `name`'s overrides applied (nested dicts merge), validated."""
-        def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-            return {k: merge(base[k], over[k]) if isinstance(base.get(k), dict) and isinstance(over.get(k), dict)
-                    else over.get(k, base.get(k)) for k in {*base, *over}}
-
         if name not in self.variants:
             raise MetadepthError(f"meta.variants has no {name!r}; known: {sorted(self.variants)}")
         try:
-            return MetaSettings.model_validate(merge(self.settings.model_dump(), self.variants[name] or {}))
+            return MetaSettings.model_validate(merged(self.settings.model_dump(), self.variants[name] or {}))
         except ValidationError as err:
             raise ValueError(format_error(err, f"variants.{name}", MetaSettings)) from None
 

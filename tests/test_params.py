@@ -4,7 +4,7 @@ import pytest
 
 from tasks.io import MetadepthError
 from tasks.param_values import apply_overrides, subset
-from tasks.params import load_params, read_raw, validate
+from tasks.params import load_params, merged, read_raw, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -297,3 +297,14 @@ def test_every_field_is_described_for_the_prefect_form():
              if not field.get("description") and "$ref" not in field]
     assert blank == []
     assert schema["$defs"]["FinetuneParams"]["properties"]["steps"]["description"] == "fine-tuning steps"
+
+
+def test_a_variant_overrides_only_the_nested_keys_it_names():
+    assert merged({"a": 1, "t": {"x": 1, "y": 2}}, {"t": {"y": 3}, "b": 4}) == {"a": 1, "t": {"x": 1, "y": 3}, "b": 4}
+    raw = raw_params()
+    raw["meta"]["variants"]["meta_nomix"] = {"inner_steps": 8, "task_augment": {"mixup": False}}
+    meta = validate(raw).meta
+    variant = meta.variant("meta_nomix")
+    assert (variant.inner_steps, variant.task_augment.mixup) == (8, False)
+    assert variant.task_augment.channel_shuffle == meta.settings.task_augment.channel_shuffle
+    assert variant.inner_lr == meta.settings.inner_lr

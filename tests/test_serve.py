@@ -8,7 +8,7 @@ from tiny_project import ROOT
 
 from flows.orchestration import stage_run_name
 from flows.serve import deployments, params_to_overrides, stage_args
-from tasks.params import Params, load_params
+from tasks.params import Params, load_params, merged
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +21,7 @@ def served(tmp_path_factory):
 
 def changed(params: Params, **sections: dict) -> Params:
     """`params` with some fields changed, as the validated form gives them (the schema is frozen)."""
-    def merge(node: dict, values: dict) -> dict:
-        return {**node, **{k: merge(node[k], v) if isinstance(v, dict) and isinstance(node.get(k), dict) else v
-                           for k, v in values.items()}}
-
-    return Params.model_validate(merge(params.model_dump(mode="json"), sections))
+    return Params.model_validate(merged(params.model_dump(mode="json"), sections))
 
 
 def schema(deployment) -> dict:
