@@ -46,6 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "regime"
 CACHE = Path("/tmp/regime-cache")
 DOMAINS = ("loft", "apartment", "studio", "office")
+_PIPELINE = load_params(ROOT / "params.yaml")
+VALID_M = (_PIPELINE.data.min_depth, _PIPELINE.data.max_depth)  # prepare's validity rule: other depths become 0
+CAPS_M = (_PIPELINE.evaluate.min_depth, _PIPELINE.evaluate.max_depth)  # the evaluate stage's caps
 REFERENCE = {"encoder": "convnext_atto", "decoder": [16, 32, 64, 128, 256], "height": 48, "width": 64, "batch": 8}
 
 
@@ -90,7 +93,7 @@ ORIGINAL_MSE = losses_module.masked_mse
 
 
 def frames(domain: str, split: str, n: int, height: int, width: int) -> dict[str, torch.Tensor]:
-    """rgb (N,3,H,W) float [0,1] and depth (N,1,H,W) with prepare's validity rule (outside [0.1, 10] m -> 0)."""
+    """rgb (N,3,H,W) float [0,1] and depth (N,1,H,W) with prepare's validity rule (outside VALID_M -> 0)."""
     spec = dataclasses.asdict(synthetic.DOMAINS[domain])
     key = hashlib.sha256(json.dumps([domain, split, n, height, width, spec], default=str).encode()).hexdigest()[:16]
     path = CACHE / f"{domain}-{split}-{n}-{height}x{width}-{key}.npz"
@@ -98,7 +101,7 @@ def frames(domain: str, split: str, n: int, height: int, width: int) -> dict[str
         batches = list(synthetic.generate(domain, n, split_seed(0, split), height, width, batch_size=64))
         rgb = np.concatenate([b["rgb"] for b in batches])
         d = np.concatenate([b["depth"] for b in batches]).astype(np.float32)
-        d = np.where(np.isfinite(d) & (d >= 0.1) & (d <= 10.0), d, 0.0).astype(np.float32)
+        d = np.where(np.isfinite(d) & (d >= VALID_M[0]) & (d <= VALID_M[1]), d, 0.0).astype(np.float32)
         CACHE.mkdir(parents=True, exist_ok=True)
         np.savez(path, rgb=rgb, depth=d)
     z = np.load(path)
@@ -192,10 +195,10 @@ def predict(model: DepthNet, rgb: torch.Tensor) -> torch.Tensor:
 
 
 def scores(pred: torch.Tensor, gt: torch.Tensor) -> dict[str, Any]:
-    """Both protocols of the evaluate stage (caps [0.001, 10] m, no crop), plus how image-dependent pred is."""
+    """Both protocols of the evaluate stage (its caps, no crop), plus how image-dependent pred is."""
     out = {}
     for align in (None, "median"):
-        m = depth_metrics(pred, gt, min_depth=1e-3, max_depth=10.0, align=align)
+        m = depth_metrics(pred, gt, min_depth=CAPS_M[0], max_depth=CAPS_M[1], align=align)
         out[align or "none"] = {k: round(m[k], 4) for k in ("a1", "abs_rel", "rmse")}
     valid = gt > 0
     # Spread of the prediction across images relative to the gt's spread, per pixel: ~0 for one bowl for all.
@@ -390,15 +393,20 @@ def clip_study(cfg: Config, outer_steps: int, modes: list[str], ft_steps: int) -
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _abs_rel(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel AbsRel and its mask under the evaluate stage's caps, metric protocol."""
+    pred = pred.clamp(*CAPS_M)
+    return (pred - gt).abs() / gt.clamp_min(CAPS_M[0]), (gt > CAPS_M[0]) & (gt < CAPS_M[1])
+
+
 def errors(cfg: Config) -> None:
     """Where the in-domain AbsRel comes from: by ground-truth depth, at depth edges, per image (loft test split)."""
     torch.set_num_threads(1)
     train, tests = load_data(cfg)
     model = build(cfg.encoder, cfg.decoder, cfg.seed, cfg.encoder_levels, cfg.scales, cfg.head)
     finetune(model, train, cfg, cfg.steps)
-    pred, gt = predict(model, tests["loft"]["rgb"]).clamp(1e-3, 10.0), tests["loft"]["depth"]
-    valid = (gt > 1e-3) & (gt < 10.0)  # the evaluate stage's caps, metric protocol
-    rel = (pred - gt).abs() / gt.clamp_min(1e-3)
+    gt = tests["loft"]["depth"]
+    rel, valid = _abs_rel(predict(model, tests["loft"]["rgb"]), gt)
     g, r = gt[valid], rel[valid]
     out: dict[str, Any] = {"name": cfg.name, "abs_rel": round(float(r.mean()), 4), "by_depth_m": {}}
     for lo, hi in ((0, 1), (1, 2), (2, 3), (3, 4), (4, 6), (6, 8), (8, 10)):
@@ -418,9 +426,8 @@ def errors(cfg: Config) -> None:
                     "share_of_abs_rel": round(float(r[e].sum() / r.sum()), 3)}
     per_image = [float(rel[i][valid[i]].mean()) for i in range(len(gt))]
     out["per_image_abs_rel_q10_q50_q90"] = [round(float(q), 3) for q in np.quantile(per_image, [0.1, 0.5, 0.9])]
-    tp, tg = predict(model, train["rgb"][:256]).clamp(1e-3, 10.0), train["depth"][:256]
-    tv = (tg > 1e-3) & (tg < 10.0)
-    out["train_abs_rel"] = round(float(((tp - tg).abs() / tg.clamp_min(1e-3))[tv].mean()), 4)
+    train_rel, train_valid = _abs_rel(predict(model, train["rgb"][:256]), train["depth"][:256])
+    out["train_abs_rel"] = round(float(train_rel[train_valid].mean()), 4)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{cfg.name}.json").write_text(json.dumps({"kind": "errors", "config": dataclasses.asdict(cfg), **out},
                                                          indent=2))
