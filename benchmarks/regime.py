@@ -95,12 +95,14 @@ ORIGINAL_MSE = losses_module.masked_mse
 def frames(domain: str, split: str, n: int, height: int, width: int) -> dict[str, torch.Tensor]:
     """rgb (N,3,H,W) float [0,1] and depth (N,1,H,W) with prepare's validity rule (outside VALID_M -> 0)."""
     spec = dataclasses.asdict(synthetic.DOMAINS[domain])
-    key = hashlib.sha256(json.dumps([domain, split, n, height, width, spec], default=str).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([domain, split, n, height, width, spec, VALID_M], default=str).encode()
+                         ).hexdigest()[:16]
     path = CACHE / f"{domain}-{split}-{n}-{height}x{width}-{key}.npz"
     if not path.exists():
         batches = list(synthetic.generate(domain, n, split_seed(0, split), height, width, batch_size=64))
         rgb = np.concatenate([b["rgb"] for b in batches])
         d = np.concatenate([b["depth"] for b in batches]).astype(np.float32)
+        # the rule of tasks/preprocess/shards.py's write_split, written out (editing shards.py would stale dvc.lock)
         d = np.where(np.isfinite(d) & (d >= VALID_M[0]) & (d <= VALID_M[1]), d, 0.0).astype(np.float32)
         CACHE.mkdir(parents=True, exist_ok=True)
         np.savez(path, rgb=rgb, depth=d)
